@@ -1,0 +1,30 @@
+"""Command line front end: ``python -m lipforcing_core <command> ...``.
+
+Each command lives in the module that owns its logic; that module exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported lazily so that
+``--help`` and quick commands do not pay for importing every subsystem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lipforcing_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(cmd)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(importlib.import_module(args._module).run(args) or 0)

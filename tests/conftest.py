@@ -1,0 +1,27 @@
+"""Shared test fixtures: the golden vectors and real media live in ``../shared`` beside the repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LIPFORCING_SHARED", REPO.parent / "shared"))
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (set LIPFORCING_SHARED to the folder holding golden/ and media/)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_root() -> Path:
+    return _require(SHARED / "golden", "golden vectors")
+
+
+@pytest.fixture(scope="session")
+def media_root() -> Path:
+    return _require(SHARED / "media", "test media")
