@@ -193,9 +193,10 @@ class StreamPlan(AttentionPlan):
             freqs = self._rope(self.start, self.frames)
             q, k_store = apply_rope(q, freqs), apply_rope(k, freqs)
             k_win = torch.cat([k_past, k_store], 1)
+        v_win = torch.cat([v_past, v], 1)  # copies the window before the write may evict from it
         if self.write:
             cache.write(k_store, v, self.start)
-        return attention(q, k_win, torch.cat([v_past, v], 1), bf16_cast=self.bf16)
+        return attention(q, k_win, v_win, bf16_cast=self.bf16)
 
 
 class LipForcingDiT(nn.Module):
