@@ -35,12 +35,13 @@ def read_state_dict(path: str | Path, device: str = "cpu") -> StateDict:
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         return load_file(str(path), device=device)
     try:
-        return torch.load(path, map_location=device, weights_only=True, mmap=True)
-    except RuntimeError as err:
-        if "mmap" not in str(err):
-            raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
-        # Legacy (non-zip) pickles cannot be memory-mapped.
-        return torch.load(path, map_location=device, weights_only=True)
+        try:
+            return torch.load(path, map_location=device, weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            # Legacy (non-zip) pickles cannot be memory-mapped.
+            return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a weight file"
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
 
