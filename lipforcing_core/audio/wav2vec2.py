@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -248,19 +249,18 @@ class AudioEncoder(nn.Module):
         """Feature projection: LayerNorm over channels, then Linear to hidden size."""
         return self.model.encoder.feature_projection(features)
 
-    def hidden_states(self, x: Tensor) -> list[Tensor]:
-        """HF ``hidden_states`` of the post-LN encoder for projected ``[B, L, H]`` input.
+    def hidden_states(self, x: Tensor) -> Iterator[Tensor]:
+        """Yield HF's ``hidden_states`` of the post-LN encoder for projected ``[B, L, H]`` input.
 
-        Entry 0 is ``LayerNorm(x + pos_conv(x))``; entry l is layer l's output. The last entry is
+        State 0 is ``LayerNorm(x + pos_conv(x))``; state l is layer l's output. The last one is
         also ``last_hidden_state`` (post-LN has no final norm).
         """
         transformer = self.model.encoder.transformer
         x = transformer.layer_norm(x + transformer.pos_conv_embed(x))
-        states = [x]
+        yield x
         for layer in transformer.layers:
             x = layer(x)[0]
-            states.append(x)
-        return states
+            yield x
 
 
 def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AudioEncoder:
@@ -271,7 +271,13 @@ def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu", dtype: t
     file is not a wav2vec2 checkpoint or does not match its config.
     """
     weights, hf_config = _locate(Path(path))
-    sd = hf_to_torchaudio(_unwrap(read_state_dict(weights), weights))
+    try:
+        raw = read_state_dict(weights)
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - read_state_dict's legacy-pickle fallback lets unpickling errors through
+        raise CheckpointError(f"{weights} is not a readable torch checkpoint: {err}") from err
+    sd = hf_to_torchaudio(_unwrap(raw, weights))
     if "feature_extractor.conv_layers.0.conv.weight" not in sd or "encoder.feature_projection.projection.weight" not in sd:
         sample = ", ".join(list(sd)[:5]) or "no tensors"
         raise CheckpointError(
