@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lipforcing_core.audio import encode_audio, features_at, load_audio, load_wav2vec2, normalize, prepare_waveform, resample
+from lipforcing_core.audio import comfy_audio_to_mono16k, encode_audio, features_at, load_audio, load_wav2vec2, normalize, prepare_waveform, resample
 from lipforcing_core.audio.features import CHUNK_DEVIATION, MIN_FRAMES
 
 ATOL = 1e-4  # golden README: suggested float32 threshold for the tiny model
@@ -134,6 +134,10 @@ def test_bad_input_errors(encoder):
         encode_audio(encoder, torch.randn(1, 16000), 0)
     with pytest.raises(ValueError, match=r"\[B, C, T\]"):
         encode_audio(encoder, torch.randn(1, 1, 1, 16000), 16000)
+    with pytest.raises(ValueError, match="fps"):
+        encode_audio(encoder, torch.randn(16000), 16000, fps=0)
+    with pytest.raises(ValueError, match="ComfyUI AUDIO dict"):
+        comfy_audio_to_mono16k({"waveform": torch.randn(1, 1, 16000)})
     with pytest.raises(ValueError, match="num_frames"):
         encode_audio(encoder, torch.randn(16000), 16000, num_frames=0)
 

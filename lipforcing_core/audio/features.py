@@ -27,7 +27,7 @@ from lipforcing_core.audio.io import SAMPLE_RATE, prepare_waveform
 from lipforcing_core.audio.wav2vec2 import AudioEncoder
 
 NORM_EPS = 1e-7
-MIN_FRAMES = 9  # one causal chunk of the student (9 video frames at 25 fps)
+MIN_FRAMES = 9  # one generation chunk of the student: shorter audio is rejected as a likely mistake
 DEFAULT_CHUNK = 250  # video frames (10 s at 25 fps) of audio per CNN chunk
 # Max |chunked - one-shot| feature difference, measured on the 19.8 s real clip with chunk 25
 # (tests/test_audio_features.py; lipforcing_core/audio/bench.py writes it for base size).
@@ -97,6 +97,8 @@ def encode_audio(
     batched input. ``chunk`` bounds the CNN's memory (see the module docstring); ``None``
     runs it in one pass. Silent audio is valid (it normalises to zeros and encodes as silence).
     """
+    if not fps > 0:
+        raise ValueError(f"fps: expected a positive video frame rate, got {fps!r}")
     mono = prepare_waveform(waveform, sample_rate)
     audio_frames = frames_in(mono.shape[-1], fps)
     if audio_frames < MIN_FRAMES:
