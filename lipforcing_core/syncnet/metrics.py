@@ -78,14 +78,21 @@ class SyncResult:
 # ----------------------------------------------------------------------------- offset search
 
 
-def shift_distances(lip_emb: torch.Tensor, aud_emb: torch.Tensor, vshift: int = VSHIFT) -> torch.Tensor:
+def shift_distances(
+    lip_emb: torch.Tensor, aud_emb: torch.Tensor, vshift: int = VSHIFT, zero_pad: bool = True
+) -> torch.Tensor:
     """[..., N, D] x [..., N, D] -> [..., N, 2·vshift+1] with entry (v, j) = ‖lip[v] − aud[v+j−vshift] + 1e-6‖.
 
-    NaN where the audio window ``v + j − vshift`` lies outside the clip. The 1e-6 follows
-    ``F.pairwise_distance``, which both reference implementations use.
+    Where audio window ``v + j − vshift`` lies outside the clip the entry is the distance to a zero
+    vector (``zero_pad``, syncnet_python) or NaN. The 1e-6 follows ``F.pairwise_distance``, which
+    both reference implementations use.
     """
     n = lip_emb.shape[-2]
-    out = lip_emb.new_full((*lip_emb.shape[:-1], 2 * vshift + 1), math.nan)
+    if zero_pad:
+        missing = F.pairwise_distance(lip_emb, torch.zeros_like(lip_emb))[..., None]
+        out = missing.repeat_interleave(2 * vshift + 1, -1)
+    else:
+        out = lip_emb.new_full((*lip_emb.shape[:-1], 2 * vshift + 1), math.nan)
     for j, shift in enumerate(range(-vshift, vshift + 1)):
         lo, hi = max(0, -shift), min(n, n - shift)
         if lo < hi:
@@ -101,11 +108,8 @@ def mean_distances(
     ``zero_pad=True`` is syncnet_python: all N rows count, a missing audio window is a zero vector.
     ``zero_pad=False`` is the Lip Forcing reward: the mean over the N − |shift| real pairs.
     """
-    dists = shift_distances(lip_emb, aud_emb, vshift)
-    if not zero_pad:
-        return dists.nanmean(-2)
-    to_zero = F.pairwise_distance(lip_emb, torch.zeros_like(lip_emb))[..., None]
-    return torch.where(dists.isnan(), to_zero, dists).mean(-2)
+    dists = shift_distances(lip_emb, aud_emb, vshift, zero_pad)
+    return dists.mean(-2) if zero_pad else dists.nanmean(-2)
 
 
 def sync_confidence(mean_dists: torch.Tensor) -> torch.Tensor:
@@ -115,9 +119,7 @@ def sync_confidence(mean_dists: torch.Tensor) -> torch.Tensor:
 
 def offset_search(lip_emb: torch.Tensor, aud_emb: torch.Tensor, vshift: int = VSHIFT) -> SyncResult:
     """syncnet_python's offset search on one clip's [N, D] lip and audio embeddings (zero padding)."""
-    dists = shift_distances(lip_emb, aud_emb, vshift)
-    to_zero = F.pairwise_distance(lip_emb, torch.zeros_like(lip_emb))[:, None]
-    dists = torch.where(dists.isnan(), to_zero, dists)
+    dists = shift_distances(lip_emb, aud_emb, vshift, zero_pad=True)
     mean = dists.mean(0)
     best = int(mean.argmin())  # first index on ties, as numpy
     median = mean.median()

@@ -74,8 +74,8 @@ class SyncNetV2(nn.Module):
         """[B, 3, T, 224, 224] -> [B, T-4, 1024]: every stride-1 5-frame window of the clip at once.
 
         Only the first conv looks across time (kernel 5, no temporal padding); every later layer
-        has temporal kernel 1, so running the CNN on the whole clip gives exactly the per-window
-        features without materialising T-4 overlapping windows or repeating the first conv 5x.
+        has temporal kernel 1, so running the CNN on the whole clip gives the per-window features
+        (same arithmetic) without materialising T-4 overlapping windows, 5x the input's memory.
         """
         feats = self.netcnnlip(clip)  # [B, 512, T-4, 1, 1]
         return self.netfclip(feats.flatten(2).transpose(1, 2).flatten(0, 1)).unflatten(0, (len(clip), -1))
