@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -17,6 +18,7 @@ from lipforcing_core.syncnet import (
     mean_distances,
     offset_search,
     plot_offsets,
+    save_report,
     sync_c_reward,
     sync_confidence,
 )
@@ -161,9 +163,12 @@ def constructed_result(k: int) -> SyncResult:
     return offset_search(lip, aud)
 
 
-def test_report_is_json_by_increasing_offset():
+def test_report_is_json_by_increasing_offset(tmp_path):
     result = constructed_result(-4)
-    report = json.loads(json.dumps(result.to_dict()))
+    json_path, png_path = save_report(result, tmp_path / "out")
+    report = json.loads(json_path.read_text())
+    assert report == result.to_dict()
+    assert Image.open(png_path).size == (800, 480)
     assert (report["offset"], report["vshift"], report["windows"]) == (-4, VSHIFT, N)
     assert [p["offset"] for p in report["per_offset"]] == list(range(-VSHIFT, VSHIFT + 1))
     assert [p["mean_dist"] for p in report["per_offset"]] == pytest.approx(result.dists.flip(0).tolist())

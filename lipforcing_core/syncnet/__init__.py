@@ -11,7 +11,7 @@ from .metrics import (
     sync_confidence,
 )
 from .model import SyncNetV2, load_syncnet
-from .plot import plot_offsets
+from .plot import plot_offsets, save_report
 
 __all__ = [
     "SyncNetV2",
@@ -21,6 +21,7 @@ __all__ = [
     "mean_distances",
     "offset_search",
     "plot_offsets",
+    "save_report",
     "shift_distances",
     "sync_c_reward",
     "sync_confidence",

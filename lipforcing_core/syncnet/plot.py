@@ -6,7 +6,9 @@ between them. A sharp, deep dip means confident sync; a flat curve means SyncNet
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -92,3 +94,13 @@ def plot_offsets(result: SyncResult, title: str = "SyncNet: mean distance vs AV 
     ImageDraw.Draw(ylabel).text(((bottom - top) / 2, 11), "mean distance", fill=INK, font=normal, anchor="mm")
     img.paste(ylabel.rotate(90, expand=True), (8, top))
     return img
+
+
+def save_report(result: SyncResult, out_dir: str | Path, stem: str = "syncnet") -> tuple[Path, Path]:
+    """Write ``<stem>.json`` (offset, LSE-D, LSE-C, per-offset distances) and ``<stem>.png`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
+    json_path.write_text(json.dumps(result.to_dict(), indent=2))
+    plot_offsets(result).save(png_path)
+    return json_path, png_path
