@@ -187,7 +187,7 @@ def _audio_16k(audio: torch.Tensor, sample_rate: int, dtype: torch.dtype) -> tor
 
 
 def _check_not_silent(audio: torch.Tensor) -> None:
-    peak = audio.abs().flatten(0, -2).amax(-1) if audio.ndim > 1 else audio.abs().amax()[None]
+    peak = audio.abs().amax(-1).reshape(-1)
     silent = (peak < 1 / 32768).nonzero().flatten().tolist()
     if silent:
         which = f"audio sample(s) {silent}" if audio.ndim > 1 else "the audio"
@@ -197,7 +197,7 @@ def _check_not_silent(audio: torch.Tensor) -> None:
 # ----------------------------------------------------------------------------- embeddings
 
 
-def _net_dtype(model: SyncNetV2) -> tuple[torch.device, torch.dtype]:
+def _placement(model: SyncNetV2) -> tuple[torch.device, torch.dtype]:
     weight = model.netfclip[0].weight
     return weight.device, weight.dtype
 
@@ -208,7 +208,7 @@ def lip_embeddings(model: SyncNetV2, frames: torch.Tensor, chunk: int = 32) -> t
     Works through ``chunk`` windows at a time (each chunk moved to the model's device, resized and
     converted to BGR 0..255 there), so long CPU-resident videos fit in GPU memory.
     """
-    device, dtype = _net_dtype(model)
+    device, dtype = _placement(model)
     scale = 255.0 if frames.is_floating_point() else 1.0
     out = []
     for start in range(0, frames.shape[1] - LIP_FRAMES + 1, chunk):
@@ -224,7 +224,7 @@ def lip_embeddings(model: SyncNetV2, frames: torch.Tensor, chunk: int = 32) -> t
 
 def audio_embeddings(model: SyncNetV2, coeffs: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     """[B, 13, M] MFCCs -> [B, floor((M−20)/4)+1, 1024]: 20-column windows every 4 columns."""
-    device, dtype = _net_dtype(model)
+    device, dtype = _placement(model)
     windows = coeffs.unfold(-1, MFCC_WINDOW, MFCC_PER_FRAME).transpose(1, 2)  # [B, N, 13, 20]
     b, n = windows.shape[:2]
     flat = windows.flatten(0, 1)[:, None]
