@@ -57,12 +57,18 @@ def test_embeddings(model, gdir):
     torch.testing.assert_close(per_clip[[0, 5]], g["lip_emb"][:2], rtol=0, atol=ATOL)
 
 
-@pytest.mark.parametrize("case,also_comfyui", [("A", True), ("B", False)])
-def test_syncnet_python_procedure(model, clip, case, also_comfyui):
+@pytest.fixture(scope="module")
+def evaluated(model, clip):
+    """evaluate_sync on each case from int16 audio and uint8 frames, computed once."""
+    return {case: evaluate_sync(model, *case_inputs(clip, case)[:2]) for case in ("A", "B")}
+
+
+@pytest.mark.parametrize("case", ["A", "B"])
+def test_syncnet_python_procedure(clip, evaluated, case):
     g, _, _, _ = clip
-    frames, audio, c = case_inputs(clip, case)
+    _, audio, c = case_inputs(clip, case)
     ref = c["syncnet_python"]
-    result = evaluate_sync(model, frames, audio)
+    result = evaluated[case]
     assert result.offset == ref["offset"]
     assert len(result.frame_conf) == ref["N"]
     assert result.lse_d == pytest.approx(ref["min_dist"], abs=ATOL)
@@ -70,12 +76,15 @@ def test_syncnet_python_procedure(model, clip, case, also_comfyui):
     torch.testing.assert_close(result.dists, g[f"case{case}_syncnet_mean_dists"], rtol=0, atol=ATOL)
     torch.testing.assert_close(result.frame_conf, g[f"case{case}_syncnet_fconfm"], rtol=0, atol=ATOL)
     torch.testing.assert_close(mfcc(audio).float(), g[f"case{case}_syncnet_mfcc"], rtol=0, atol=1e-4)
-    if not also_comfyui:
-        return
-    # The same clip as a ComfyUI IMAGE batch (float 0..1, channels-last) and a float waveform.
+
+
+def test_comfyui_inputs(model, clip, evaluated):
+    """The same clip as a ComfyUI IMAGE batch (float 0..1, channels-last) and a float waveform."""
+    frames, audio, _ = case_inputs(clip, "A")
     comfy = evaluate_sync(model, frames.float() / 255, audio.float() / 32768)
-    assert comfy.offset == result.offset
-    assert comfy.lse_c == pytest.approx(result.lse_c, abs=ATOL)
+    assert comfy.offset == evaluated["A"].offset
+    assert comfy.lse_d == pytest.approx(evaluated["A"].lse_d, abs=ATOL)
+    assert comfy.lse_c == pytest.approx(evaluated["A"].lse_c, abs=ATOL)
 
 
 def test_lipforcing_intermediates(model, clip):
@@ -96,15 +105,13 @@ def test_lipforcing_intermediates(model, clip):
 
 
 def test_reward_batched(model, clip):
-    """Case B and a time-reversed copy in one batch: entry 0 is the golden sync-C, entry 1 its own."""
+    """Case B beside a time-reversed copy: entry 0 is still the golden sync-C (no mixing across the batch)."""
     frames, audio, c = case_inputs(clip, "B")
     wav = audio.float() / 32768
     batch = torch.stack([frames, frames.flip(0)])
     rewards = sync_c_reward(model, batch, torch.stack([wav, wav]))
     assert rewards.shape == (2,) and not rewards.requires_grad
     assert rewards[0].item() == pytest.approx(c["lipforcing"]["sync_c"], abs=ATOL)
-    alone = sync_c_reward(model, frames.flip(0)[None], wav[None])
-    assert rewards[1].item() == pytest.approx(alone.item(), abs=ATOL)
     assert rewards[1] < rewards[0] - 1  # reversed lips no longer match the audio
 
 
