@@ -32,6 +32,9 @@ _CAVITY: RGB = (0.16, 0.03, 0.05)
 _TEETH: RGB = (0.95, 0.93, 0.86)
 _PIVOT = (0.5, 0.55)  # head rotation/scale centre in face coordinates
 _FACE_CY = 0.5  # the face ellipse's centre; the jaw (lower half) moves with the mouth, the rest never does
+# image-space windows (rows, cols) that hold the eyes and the mouth under any head pose HeadMotion makes
+_EYE_WINDOW = ((0.10, 0.42), (0.0, 1.0))
+_MOUTH_WINDOW = ((0.48, 0.88), (0.24, 0.76))
 
 
 @dataclass(frozen=True)
@@ -135,17 +138,27 @@ def _ellipse(x: Tensor, y: Tensor, cx, cy, ax, ay, ay_bottom=None) -> Tensor:
 
 
 class _Canvas:
-    """Back-to-front compositing of soft shapes onto ``[T,H,W,3]`` frames."""
+    """Back-to-front compositing of soft shapes onto ``[T,H,W,3]`` frames.
 
-    def __init__(self, base: Tensor, pixel: Tensor):
-        self.img = base
-        self.pixel = pixel  # pixel size in face coordinates, broadcastable to [T,H,W]
+    ``x``/``y`` are the face coordinates of every pixel and ``pixel`` the pixel size in face units.
+    :meth:`crop` gives a canvas over a window of the same frames, so small features are rasterised
+    only where they can appear.
+    """
 
-    def paint(self, sd: Tensor, colour, opacity: float = 1.0) -> Tensor:
+    def __init__(self, img: Tensor, x: Tensor, y: Tensor, pixel: Tensor):
+        self.img, self.x, self.y, self.pixel = img, x, y, pixel
+
+    def crop(self, rows: tuple[float, float], cols: tuple[float, float] = (0.0, 1.0)) -> _Canvas:
+        """A view onto the image-space window ``rows × cols`` (fractions of the frame); paints land in ``self``."""
+        h, w = self.img.shape[1:3]
+        r = slice(int(rows[0] * h), math.ceil(rows[1] * h))
+        c = slice(int(cols[0] * w), math.ceil(cols[1] * w))
+        return _Canvas(self.img[:, r, c], self.x[:, r, c], self.y[:, r, c], self.pixel)
+
+    def paint(self, sd: Tensor, colour, opacity: float = 1.0) -> None:
         alpha = ((0.5 - sd / self.pixel).clamp(0.0, 1.0) * opacity)[..., None]
         colour = torch.as_tensor(colour, dtype=self.img.dtype)
-        self.img = self.img + alpha * (colour - self.img)
-        return alpha
+        self.img.add_(alpha * (colour - self.img))
 
 
 def render_frames(identity: Identity, mouth: Tensor, motion: HeadMotion, size: int = 64) -> Tensor:
@@ -166,7 +179,8 @@ def render_frames(identity: Identity, mouth: Tensor, motion: HeadMotion, size: i
     px, py = ix - _PIVOT[0] - dx, iy - _PIVOT[1] - dy
     x = (cos * px + sin * py) / scale + _PIVOT[0]
     y = (-sin * px + cos * py) / scale + _PIVOT[1]
-    canvas = _Canvas(_background(idn, iy, ix).expand(T, size, size, 3), 1.0 / (size * scale))
+    img = _background(idn, iy, ix).expand(T, size, size, 3).contiguous()
+    canvas = _Canvas(img, x, y, 1.0 / (size * scale))
 
     m = mouth.view(T, 4, 1, 1)
     m_open, m_width, m_round, m_teeth = m[:, 0], m[:, 1], m[:, 2], m[:, 3]
@@ -187,13 +201,13 @@ def render_frames(identity: Identity, mouth: Tensor, motion: HeadMotion, size: i
     # hair on the forehead: inside the hair mass and above a curved hairline
     line = idn.hairline + 0.5 * (x - 0.5) ** 2 + 0.03 * torch.sin(9 * x + idn.seed)
     canvas.paint(torch.maximum(_ellipse(x, y, 0.5, 0.32, idn.face_width + 0.07, 0.42), y - line), hair)
-    _paint_eyes(canvas, idn, x, y, motion)
+    _paint_eyes(canvas.crop(*_EYE_WINDOW), idn, motion)
     # nose: soft tip shading and nostrils (inside the LatentSync mask's notch, never animated)
     canvas.paint(_ellipse(x, y, 0.5, 0.43, 0.045, 0.035), skin * 0.8, opacity=0.4)
     for side in (-1, 1):
         canvas.paint(_ellipse(x, y, 0.5 + side * 0.027, 0.458, 0.013, 0.007), skin * 0.35)
-    _paint_mouth(canvas, idn, x, y, m_open, m_width, m_round, m_teeth)
-    return canvas.img.clamp(0.0, 1.0)
+    _paint_mouth(canvas.crop(*_MOUTH_WINDOW), idn, m_open, m_width, m_round, m_teeth)
+    return img.clamp_(0.0, 1.0)
 
 
 def _background(idn: Identity, iy: Tensor, ix: Tensor) -> Tensor:
@@ -204,7 +218,8 @@ def _background(idn: Identity, iy: Tensor, ix: Tensor) -> Tensor:
     return (a + iy[..., None] * (b - a)) * (1.0 + stripes[..., None])
 
 
-def _paint_eyes(canvas: _Canvas, idn: Identity, x: Tensor, y: Tensor, motion: HeadMotion) -> None:
+def _paint_eyes(canvas: _Canvas, idn: Identity, motion: HeadMotion) -> None:
+    x, y = canvas.x, canvas.y
     T = x.shape[0]
     blink = motion.blink.view(T, 1, 1)
     gx, gy = motion.gaze[:, 0].view(T, 1, 1), motion.gaze[:, 1].view(T, 1, 1)
@@ -225,8 +240,9 @@ def _paint_eyes(canvas: _Canvas, idn: Identity, x: Tensor, y: Tensor, motion: He
                      (0.1, 0.06, 0.05))  # lash line along the upper lid
 
 
-def _paint_mouth(canvas: _Canvas, idn: Identity, x: Tensor, y: Tensor, m_open, m_width, m_round, m_teeth) -> None:
+def _paint_mouth(canvas: _Canvas, idn: Identity, m_open, m_width, m_round, m_teeth) -> None:
     """Lips, the dark mouth opening and the teeth, all driven by the per-frame mouth parameters."""
+    x, y = canvas.x, canvas.y
     cx, cy = 0.5, idn.mouth_y + 0.012 * m_open  # the lower lip follows the jaw a little
     half_w = idn.mouth_width * (0.82 + 0.35 * m_width - 0.3 * m_round)
     half_h = 0.07 * m_open  # half-height of the opening
