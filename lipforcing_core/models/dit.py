@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import STREAM_WINDOW, CausalSpec, DiTConfig
@@ -60,7 +61,8 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 and cast back (Wan convention)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type_as(x)
+        weight, bias = (None if p is None else p.float() for p in (self.weight, self.bias))
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
 
 
 class SelfAttention(nn.Module):
