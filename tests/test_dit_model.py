@@ -80,7 +80,7 @@ def test_streaming_equals_block_causal_full_sequence(model, spec):
 
 
 def test_window_cache_is_allocated_once_and_constant(model):
-    sizes, pointers = [], []
+    sizes = []
     for chunks in (4, 12):
         c = clip(3 * chunks)
         state = model.new_stream(c["text"], c["audio"], latent_hw=(H, W), spec=STREAM_WINDOW)
