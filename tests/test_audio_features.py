@@ -115,7 +115,7 @@ def test_batched_comfy_layout_matches_single(encoder, resampled):
 @torch.inference_mode()
 def test_chunked_cnn_matches_one_shot(encoder, inputs, outputs):
     iv = normalize(inputs["waveform"][None])
-    for chunk in (1, 3, 20):
+    for chunk in (2, 20):
         emb = features_at(encoder, iv, 53, chunk=chunk)[0]
         assert torch.allclose(emb, outputs["caseB_audio_emb"], atol=CHUNK_DEVIATION)
 

@@ -95,7 +95,15 @@ class Wav2Vec2Config:
         Strides are not stored in the weights: only the standard wav2vec2 conv stack is accepted,
         and heads are assumed 64 wide (as in every released wav2vec2).
         """
-        convs = [sd[f"feature_extractor.conv_layers.{i}.conv.weight"] for i in range(_count(sd, r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight"))]
+        try:
+            return cls._infer(sd, source)
+        except KeyError as err:
+            raise CheckpointError(f"{source}: incomplete wav2vec2 checkpoint, missing {err}") from err
+
+    @classmethod
+    def _infer(cls, sd: StateDict, source: str) -> Wav2Vec2Config:
+        num_convs = _count(sd, r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight")
+        convs = [sd[f"feature_extractor.conv_layers.{i}.conv.weight"] for i in range(num_convs)]
         kernels = tuple(w.shape[2] for w in convs)
         if kernels != STANDARD_KERNELS:
             raise CheckpointError(
@@ -153,6 +161,12 @@ def build_model(config: Wav2Vec2Config) -> Wav2Vec2Model:
     )
     parametrize.remove_parametrizations(model.encoder.transformer.pos_conv_embed.conv, "weight")
     return model.eval()
+
+
+def random_encoder(config: Wav2Vec2Config = PRESETS["base-960h"], seed: int = 0) -> AudioEncoder:
+    """A seeded randomly initialised encoder: stands in for real weights in benchmarks."""
+    torch.manual_seed(seed)
+    return AudioEncoder(build_model(config).requires_grad_(False), config).eval()
 
 
 def hf_to_torchaudio(sd: StateDict) -> StateDict:
