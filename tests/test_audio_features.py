@@ -6,7 +6,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lipforcing_core.audio import comfy_audio_to_mono16k, encode_audio, features_at, load_audio, load_wav2vec2, normalize, prepare_waveform, resample
+from lipforcing_core.audio import (
+    comfy_audio_to_mono16k,
+    encode_audio,
+    features_at,
+    load_audio,
+    load_wav2vec2,
+    normalize,
+    prepare_waveform,
+    resample,
+)
 from lipforcing_core.audio.features import CHUNK_DEVIATION, MIN_FRAMES
 
 ATOL = 1e-4  # golden README: suggested float32 threshold for the tiny model

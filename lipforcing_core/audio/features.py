@@ -81,7 +81,7 @@ def features_at(
     return out
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: training code may feed the result into autograd
 def encode_audio(
     encoder: AudioEncoder,
     waveform: Tensor,

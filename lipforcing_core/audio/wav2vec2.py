@@ -111,7 +111,9 @@ class Wav2Vec2Config:
                 "the strides cannot be inferred, put the model's config.json beside the weights"
             )
         if "feature_extractor.conv_layers.1.layer_norm.weight" in sd:
-            raise CheckpointError(f"{source}: layer-norm feature extractor (stable-LN wav2vec2) is not supported; expected base-960h")
+            raise CheckpointError(
+                f"{source}: layer-norm feature extractor (stable-LN wav2vec2) is not supported; expected base-960h"
+            )
         hidden = sd["encoder.feature_projection.projection.weight"].shape[0]
         if hidden % 64:
             raise CheckpointError(
@@ -289,7 +291,7 @@ def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu", dtype: t
         raw = read_state_dict(weights)
     except CheckpointError:
         raise
-    except Exception as err:  # noqa: BLE001 - read_state_dict's legacy-pickle fallback lets unpickling errors through
+    except Exception as err:
         raise CheckpointError(f"{weights} is not a readable torch checkpoint: {err}") from err
     sd = hf_to_torchaudio(_unwrap(raw, weights))
     if "feature_extractor.conv_layers.0.conv.weight" not in sd or "encoder.feature_projection.projection.weight" not in sd:
@@ -298,7 +300,11 @@ def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu", dtype: t
             f"{weights} is not a wav2vec2 checkpoint: expected keys like 'feature_extractor.conv_layers.0.conv.weight' "
             f"and 'feature_projection.projection.weight' (optionally prefixed 'wav2vec2.'), found {sample}"
         )
-    config = Wav2Vec2Config.from_hf(hf_config, str(weights.parent / "config.json")) if hf_config else Wav2Vec2Config.infer(sd, str(weights))
+    config = (
+        Wav2Vec2Config.from_hf(hf_config, str(weights.parent / "config.json"))
+        if hf_config
+        else Wav2Vec2Config.infer(sd, str(weights))
+    )
     with torch.device("meta"):
         model = build_model(config)
     sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
