@@ -291,7 +291,7 @@ def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu", dtype: t
         raw = read_state_dict(weights)
     except CheckpointError:
         raise
-    except Exception as err:
+    except Exception as err:  # read_state_dict's legacy-pickle fallback lets unpickling errors through
         raise CheckpointError(f"{weights} is not a readable torch checkpoint: {err}") from err
     sd = hf_to_torchaudio(_unwrap(raw, weights))
     if "feature_extractor.conv_layers.0.conv.weight" not in sd or "encoder.feature_projection.projection.weight" not in sd:
