@@ -121,8 +121,7 @@ class HeadMotion:
             blink = np.maximum(blink, np.where((u > 0) & (u < 1), np.sin(np.pi * np.clip(u, 0, 1)) ** 0.7, 0.0))
             start += rng.uniform(1.5, 5.0)
         gaze = np.stack([sway(0.012), sway(0.006)], -1)
-        as_t = lambda a: torch.from_numpy(a).to(torch.float32)  # noqa: E731
-        return cls(as_t(pose), as_t(blink), as_t(gaze))
+        return cls(*(torch.from_numpy(a).to(torch.float32) for a in (pose, blink, gaze)))
 
 
 def _ellipse(x: Tensor, y: Tensor, cx, cy, ax, ay, ay_bottom=None) -> Tensor:

@@ -72,7 +72,7 @@ def _acoustic_tracks(utt: Utterance, t: Tensor, sample_rate: int) -> tuple[Tenso
 
 def _smooth(x: Tensor, width_s: float, frame_s: float) -> Tensor:
     """Zero-phase Hann smoothing of tracks ``[..., T]`` over ``width_s`` seconds (edges replicated)."""
-    k = max(3, int(round(width_s / frame_s)) | 1)
+    k = max(3, round(width_s / frame_s) | 1)
     kernel = torch.hann_window(k + 2, periodic=False, dtype=x.dtype)[1:-1]
     kernel = (kernel / kernel.sum()).view(1, 1, k)
     y = F.pad(x.reshape(-1, 1, x.shape[-1]), (k // 2, k // 2), mode="replicate")
