@@ -140,7 +140,7 @@ def test_dubbing_changes_only_the_mouth_region():
     b = render_face(idn, Utterance.sample(2, 2.0), size=64)
     changed = (a - b).abs().amax(dim=(0, 3)) > 0
     assert changed.any()
-    assert not changed[: int(0.45 * 64)].any()  # eyes, nose, hair, forehead are the same pixels
+    assert not changed[: int(0.5 * 64)].any()  # eyes, nose, hair, forehead, cheeks are the same pixels
     rows, cols = torch.nonzero(changed, as_tuple=True)
     assert rows.max() < 0.95 * 64 and cols.min() > 0.03 * 64 and cols.max() < 0.97 * 64
     # a different motion seed moves the whole head, so it is not a valid dubbing pair

@@ -7,7 +7,7 @@ the mask's notch, mouth ≈0.67, chin ≈0.88), so the LatentSync mouth mask cov
 Every shape is rasterised for all frames at once over a ``[T,H,W]`` grid with anti-aliased edges
 (coverage = clamp(½ − distance/pixel, 0, 1)).
 
-Only the mouth and the jaw line below y = 0.5 (face coordinates) depend on the mouth parameters;
+Only the mouth and the jaw line below y = 0.6 (face coordinates) depend on the mouth parameters;
 eyes, blinks, hair, background and head motion depend on the identity and the motion seed. Any
 identity can therefore speak any utterance, and two renderings with the same identity and motion
 differ only in the mouth region — the exact ground truth for dubbing.
@@ -31,7 +31,8 @@ _IRIS = np.array([(0.25, 0.45, 0.75), (0.35, 0.2, 0.1), (0.3, 0.55, 0.3), (0.45,
 _CAVITY: RGB = (0.16, 0.03, 0.05)
 _TEETH: RGB = (0.95, 0.93, 0.86)
 _PIVOT = (0.5, 0.55)  # head rotation/scale centre in face coordinates
-_FACE_CY = 0.5  # the face ellipse's centre; the jaw (lower half) moves with the mouth, the rest never does
+_FACE_CY = 0.5  # the face ellipse's centre
+_JAW_TOP = 0.6  # the face outline moves with the mouth below this line only
 _PIXELS_PER_CHUNK = 1 << 17
 # image-space windows (rows, cols) that hold a feature under any head pose HeadMotion makes; features
 # are rasterised only there
@@ -201,7 +202,6 @@ def _render_chunk(idn: Identity, mouth: Tensor, motion: HeadMotion, size: int) -
 
     m = mouth.view(T, 4, 1, 1)
     m_open, m_width, m_round, m_teeth = m[:, 0], m[:, 1], m[:, 2], m[:, 3]
-    jaw = idn.jaw_length + 0.03 * m_open
     hair, skin = idn.hair, torch.tensor(idn.skin)
     # hair behind the head, shoulders, neck, ears
     canvas.paint(_ellipse(x, y, 0.5, 0.32, idn.face_width + 0.07, 0.42, 0.42 + 0.4 * idn.hair_length), hair)
@@ -211,10 +211,11 @@ def _render_chunk(idn: Identity, mouth: Tensor, motion: HeadMotion, size: int) -
     ears = canvas.crop(*_WINDOWS["ears"])
     for side in (-1, 1):
         ears.paint(_ellipse(ears.x, ears.y, 0.5 + side * (idn.face_width - 0.01), 0.38, 0.045, 0.07), skin * 0.85)
-    # face: an egg whose lower half (the jaw) lengthens as the mouth opens and narrows towards the chin
-    below = ((y - _FACE_CY) / jaw).clamp(0.0, 1.0)
+    # face: an egg narrowing towards the chin; below y = 0.6 the jaw drops as the mouth opens
+    yf = y - 0.03 * m_open * ((y - _JAW_TOP) / 0.25).clamp(0.0, 1.0)
+    below = ((yf - _FACE_CY) / idn.jaw_length).clamp(0.0, 1.0)
     xf = 0.5 + (x - 0.5) / (1.0 - idn.chin_taper * below**2)
-    face = _ellipse(xf, y, 0.5, _FACE_CY, idn.face_width, 0.62, jaw)
+    face = _ellipse(xf, yf, 0.5, _FACE_CY, idn.face_width, 0.62, idn.jaw_length)
     shade = 0.84 + 0.16 * (-face / 0.06).clamp(0.0, 1.0)
     canvas.paint(face, skin * shade[..., None])
     # hair on the forehead: inside the hair mass and above a curved hairline
