@@ -111,6 +111,8 @@ class HeadMotion:
     @classmethod
     def sample(cls, seed: int, num_frames: int, fps: float = 25.0) -> HeadMotion:
         """Smooth small head sway, blinks every 1.5–5 s and a drifting gaze, independent of speech."""
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         rng = np.random.default_rng([seed, 2])
         t = (np.arange(num_frames) + 0.5) / fps
         amps = np.array([0.012, 0.010, 0.035, 0.012])  # dx, dy, roll, scale
