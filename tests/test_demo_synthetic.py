@@ -21,13 +21,7 @@ from lipforcing_core.demo.face_render import _CAVITY
 from lipforcing_core.demo.phonemes import BILABIALS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The renderer's ops are small; intra-op threads only add overhead on a shared 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
