@@ -321,9 +321,10 @@ class WanVAE(nn.Module):
             raise ValueError(f"video height and width must be multiples of {SPACE_FACTOR}, got {tuple(video.shape[3:])}")
         bounds = [0, 1] if first else [0]
         bounds += list(range(bounds[-1] + TIME_FACTOR, t + 1, TIME_FACTOR))
-        features = [self.encoder(video[:, :, a:b], stream.cache) for a, b in zip(bounds[:-1], bounds[1:])]
+        # Heads run per latent frame so results do not depend on how a clip is split into calls.
+        moments = [self.conv1(self.encoder(video[:, :, a:b], stream.cache)) for a, b in zip(bounds[:-1], bounds[1:])]
         stream.frames_seen += t
-        return self.conv1(torch.cat(features, 2)).chunk(2, dim=1)
+        return torch.cat(moments, 2).chunk(2, dim=1)
 
     def encode(self, video: Tensor, normalize: bool = True) -> Tensor:
         """Full-clip encode of ``[B, 3, 1 + 4k, H, W]`` pixels to ``[B, 16, 1 + k, H/8, W/8]`` latents."""
@@ -343,8 +344,8 @@ class WanVAE(nn.Module):
         _check_channels(latent, "latent", self.config.z_dim, f"[B, {self.config.z_dim}, T, h, w]")
         if latent.shape[2] == 0:
             raise ValueError("latent chunk has no frames")
-        z = self.conv2(denormalize_latent(latent))
-        frames = [self.decoder(z[:, :, i:i + 1], stream.cache) for i in range(z.shape[2])]
+        z = denormalize_latent(latent)
+        frames = [self.decoder(self.conv2(z[:, :, i:i + 1]), stream.cache) for i in range(z.shape[2])]
         stream.latents_seen += z.shape[2]
         out = torch.cat(frames, 2)
         return out.clamp(-1, 1) if clamp else out
