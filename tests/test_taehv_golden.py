@@ -103,3 +103,13 @@ def test_streaming_encode_one_frame_per_call(tae, golden):
     streamed = torch.cat(latents + flushed, 1)
     close(streamed, cases["stream_encoded"])
     assert torch.equal(streamed, sequential)
+
+
+def test_half_precision_stream_decode_stays_close(golden_root, golden):
+    """Lip Forcing streams TAEHV in fp16 on GPU; bf16 is the CPU-portable reduced precision check."""
+    cases, _, _ = golden
+    tae_bf16 = load_taehv(golden_root / "taehv" / "weights.safetensors", dtype=torch.bfloat16)
+    with torch.no_grad():
+        decoded = tae_bf16.decode_video(cases["latent"].bfloat16(), parallel=False)
+    assert decoded.dtype == torch.bfloat16
+    close(decoded.float(), cases["stream_decoded"], tol=0.1)

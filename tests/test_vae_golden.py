@@ -115,3 +115,15 @@ def test_two_interleaved_streams_share_no_state(vae, golden, full):
     assert torch.equal(torch.cat(outs["video"], 2), full["latent"])
     assert torch.equal(torch.cat(outs["video_masked"], 2), masked_full)
     close(masked_full, cases["latent_masked"])
+
+
+def test_bfloat16_weights_stay_close(golden_root, golden):
+    """Lip Forcing runs the streaming encoder in bf16; the reduced-precision path must stay near fp32."""
+    cases, _ = golden
+    vae_bf16 = load_wan_vae(golden_root / "vae" / "weights.safetensors", dtype=torch.bfloat16)
+    with torch.no_grad():
+        latent = vae_bf16.encode(cases["video"].bfloat16())
+        decoded = vae_bf16.decode(cases["latent"].bfloat16(), clamp=False)
+    assert latent.dtype == decoded.dtype == torch.bfloat16
+    close(latent.float(), cases["latent"], tol=0.1)
+    close(decoded.float(), cases["decoded"], tol=0.2)

@@ -88,7 +88,7 @@ class CausalConv3d(nn.Conv3d):
     def forward(self, x: Tensor, history: Tensor | None = None) -> Tensor:
         pad = list(self.pad)
         if history is not None:
-            x = torch.cat([history.to(x.device), x], 2)
+            x = torch.cat([history, x], 2)
             pad[4] -= history.shape[2]
         return super().forward(F.pad(x, pad))
 
@@ -97,7 +97,7 @@ def _tail(x: Tensor, previous: Tensor | None) -> Tensor:
     """The last ``CACHE_T`` frames of ``x``, topped up from ``previous`` when ``x`` is shorter."""
     tail = x[:, :, -CACHE_T:].clone()
     if tail.shape[2] < CACHE_T and previous is not None:
-        tail = torch.cat([previous[:, :, -1:].to(tail.device), tail], 2)
+        tail = torch.cat([previous[:, :, -1:], tail], 2)
     return tail
 
 
