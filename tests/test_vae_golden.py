@@ -47,6 +47,16 @@ def test_config_and_keys_match_golden(vae, golden, golden_root):
     assert list(vae.state_dict()) == keys
 
 
+def test_real_config_has_the_released_layout(golden_root):
+    """The wan2.1 preset has the 194 official names (same order as Wan2.1_VAE.pth) and 126.9M params."""
+    with torch.device("meta"):
+        real = WanVAE(PRESETS["wan2.1"])
+    keys = [line.split("\t")[0] for line in (golden_root / "vae" / "keys.txt").read_text().splitlines()]
+    assert list(real.state_dict()) == keys
+    assert sum(p.numel() for p in real.parameters()) == 126_892_531
+    assert real.encoder.conv1.weight.shape == (96, 3, 3, 3, 3)
+
+
 def test_latent_scale_constants_are_bit_exact(golden):
     cases, _ = golden
     mean, inv_std = latent_scale()

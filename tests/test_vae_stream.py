@@ -96,6 +96,8 @@ def test_loads_prefixed_and_half_precision_checkpoints(vae, tmp_path):
 def test_wrong_checkpoint_type_raises(tmp_path, golden_root):
     with pytest.raises(CheckpointError, match="not a Wan2.1 VAE checkpoint"):
         load_wan_vae(golden_root / "taehv" / "weights.safetensors")
+    with pytest.raises(CheckpointError, match="diffusers-format"):
+        wan_vae_from_state_dict({"decoder.conv_in.weight": torch.zeros(1)})
     state = dict(WanVAE(PRESETS["tiny"]).state_dict())
     del state["decoder.head.2.bias"]
     with pytest.raises(CheckpointError, match="does not match the Wan2.1 VAE"):

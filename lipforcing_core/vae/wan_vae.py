@@ -369,9 +369,11 @@ def _unwrap(state: dict) -> dict[str, Tensor]:
         if f"{prefix}decoder.conv1.weight" in state and f"{prefix}conv2.weight" in state:
             return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     sample = ", ".join(list(state)[:4])
+    hint = (" This looks like a diffusers-format VAE (AutoencoderKLWan); use the original Wan2.1_VAE.pth "
+            "or ComfyUI's wan_2.1_vae.safetensors." if any(k.endswith("decoder.conv_in.weight") for k in state) else "")
     raise CheckpointError(
         "not a Wan2.1 VAE checkpoint: expected keys like 'decoder.conv1.weight' and 'conv2.weight' "
-        f"(optionally under 'model.'), found {len(state)} keys such as {sample}")
+        f"(optionally under 'model.'), found {len(state)} keys such as {sample}.{hint}")
 
 
 def wan_vae_from_state_dict(state: dict, dtype: torch.dtype = torch.float32, device="cpu") -> WanVAE:
