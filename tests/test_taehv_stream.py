@@ -65,3 +65,8 @@ def test_wrong_checkpoint_type_raises(golden_root):
     del state["decoder.22.bias"]
     with pytest.raises(CheckpointError, match="does not match the TAEHV"):
         taehv_from_state_dict(state)
+
+
+def test_non_5d_input_gets_a_named_error(tae):
+    with pytest.raises(ValueError, match=r"latent must be a 5-D tensor \[B, C, T, h, w\].*\(16, 2\)"):
+        tae.decode_chunk(torch.zeros(16, 2), tae.new_decode_stream())
