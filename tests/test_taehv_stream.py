@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -22,7 +24,7 @@ def test_decode_chunk_equals_full_decode_on_9_latents(tae):
     assert sequential.shape == (1, 3, 33, 16, 16)
     stream = tae.new_decode_stream()
     bounds = [0, 3, 4, 6, 9]
-    chunks = [tae.decode_chunk(latent[:, :, a:b], stream) for a, b in zip(bounds[:-1], bounds[1:])]
+    chunks = [tae.decode_chunk(latent[:, :, a:b], stream) for a, b in itertools.pairwise(bounds)]
     assert [c.shape[2] for c in chunks] == [9, 4, 8, 12]
     streamed = torch.cat(chunks, 2)
     assert torch.equal(streamed, sequential)

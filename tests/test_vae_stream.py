@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from lipforcing_core.checkpoints import CheckpointError
-from lipforcing_core.vae import WanVAE, denormalize_latent, load_wan_vae, normalize_latent, wan_vae_from_state_dict
+from lipforcing_core.vae import (
+    WanVAE,
+    denormalize_latent,
+    load_wan_vae,
+    normalize_latent,
+    wan_vae_from_state_dict,
+)
 from lipforcing_core.vae.wan_vae import PRESETS
 
 
@@ -23,7 +31,7 @@ def test_streaming_encode_equals_full_on_9_latents(vae):
     assert full.shape == (1, 16, 9, 2, 2)
     stream = vae.new_encode_stream()
     bounds = [0, 1, 9, 13, 25, 33]  # 1 frame, then 2, 1, 3, 2 latents' worth per call
-    chunks = [vae.encode_chunk(video[:, :, a:b], stream) for a, b in zip(bounds[:-1], bounds[1:])]
+    chunks = [vae.encode_chunk(video[:, :, a:b], stream) for a, b in itertools.pairwise(bounds)]
     assert [c.shape[2] for c in chunks] == [1, 2, 1, 3, 2]
     assert torch.equal(torch.cat(chunks, 2), full)
     assert stream.frames_seen == 33
@@ -35,7 +43,7 @@ def test_streaming_decode_equals_full_on_9_latents(vae):
     assert full.shape == (1, 3, 33, 16, 16)
     stream = vae.new_decode_stream()
     bounds = [0, 3, 4, 6, 9]  # Lip Forcing decodes 3 latents per call; mix in other sizes
-    chunks = [vae.decode_chunk(latent[:, :, a:b], stream, clamp=False) for a, b in zip(bounds[:-1], bounds[1:])]
+    chunks = [vae.decode_chunk(latent[:, :, a:b], stream, clamp=False) for a, b in itertools.pairwise(bounds)]
     assert [c.shape[2] for c in chunks] == [9, 4, 8, 12]
     assert torch.equal(torch.cat(chunks, 2), full)
     assert torch.equal(vae.decode(latent), full.clamp(-1, 1))

@@ -15,6 +15,7 @@ normalised space the DiT and TAEHV use, ``T = 1 + 4 (T' - 1)``.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,7 +215,7 @@ class Encoder3d(nn.Module):
         dims = [cfg.dim * u for u in (1, *cfg.dim_mult)]
         self.conv1 = CausalConv3d(3, dims[0], 3)
         blocks: list[nn.Module] = []
-        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             for _ in range(cfg.num_res_blocks):
                 blocks.append(ResidualBlock(in_dim, out_dim))
                 in_dim = out_dim
@@ -241,7 +242,7 @@ class Decoder3d(nn.Module):
         c = dims[0]
         self.middle = nn.Sequential(ResidualBlock(c, c), AttentionBlock(c), ResidualBlock(c, c))
         blocks: list[nn.Module] = []
-        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             if i > 0:  # the previous upsample halved the channels
                 in_dim //= 2
             for _ in range(cfg.num_res_blocks + 1):
@@ -322,7 +323,7 @@ class WanVAE(nn.Module):
         bounds = [0, 1] if first else [0]
         bounds += list(range(bounds[-1] + TIME_FACTOR, t + 1, TIME_FACTOR))
         # Heads run per latent frame so results do not depend on how a clip is split into calls.
-        moments = [self.conv1(self.encoder(video[:, :, a:b], stream.cache)) for a, b in zip(bounds[:-1], bounds[1:])]
+        moments = [self.conv1(self.encoder(video[:, :, a:b], stream.cache)) for a, b in itertools.pairwise(bounds)]
         stream.frames_seen += t
         return torch.cat(moments, 2).chunk(2, dim=1)
 
