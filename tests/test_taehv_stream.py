@@ -28,6 +28,7 @@ def test_decode_chunk_equals_full_decode_on_9_latents(tae):
     assert [c.shape[2] for c in chunks] == [9, 4, 8, 12]
     streamed = torch.cat(chunks, 2)
     assert torch.equal(streamed, sequential)
+    assert torch.equal(tae.decode(latent), sequential)
     assert (streamed - parallel).abs().max().item() <= 1e-4
     assert streamed.min() >= -1 and streamed.max() <= 1
     assert tae.flush_decoder(stream) == []

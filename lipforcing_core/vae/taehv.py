@@ -260,6 +260,10 @@ class TAEHV(nn.Module):
             frames += [self.decode_step(stream, lt)] + self.flush_decoder(stream)
         return torch.cat([f for f in frames if f is not None], 1).mul(2).sub(1).transpose(1, 2)
 
+    def decode(self, latent: Tensor) -> Tensor:
+        """Wan-layout full decode (sequential, O(1) memory in T): ``[B, 16, T, h, w]`` -> ``[B, 3, 4T - 3, H, W]`` in [-1, 1]."""
+        return self.decode_chunk(latent, self.new_decode_stream())
+
     # ---------------------------------------------------------------- streaming encode
 
     def new_encode_stream(self) -> TAEHVStream:
