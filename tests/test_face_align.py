@@ -7,7 +7,7 @@ import pytest
 
 from lipforcing_core.face import (Face, FaceAligner, FaceNotFoundError, InsightFaceDetector, MediaPipeDetector,
                                   ModelNotFoundError, load_mouth_mask, paste_back)
-from lipforcing_core.face.align import fill_gaps
+from lipforcing_core.face.align import align_points, fill_gaps
 from lipforcing_core.video import read_video
 
 POINTS = np.array([[60.0, 50.0], [100.0, 50.0], [80.0, 80.0]])
@@ -87,3 +87,11 @@ def test_missing_models_are_reported(tmp_path):
         MediaPipeDetector(model_dir=tmp_path)
     with pytest.raises(ModelNotFoundError, match="buffalo_l"):
         InsightFaceDetector(tmp_path)
+
+
+def test_fill_outside_the_frame():
+    frames = np.zeros((1, 160, 160, 3), np.uint8)
+    points = [np.array([[5.0, 5.0], [45.0, 5.0], [25.0, 35.0]])]  # face at the top-left corner
+    crop = align_points(frames, points).crops[0]
+    assert (crop[:40] == 127).all()  # above the frame: fill value
+    assert (crop[300:400, 200:300] == 0).all()  # inside the (black) frame

@@ -192,8 +192,9 @@ class InsightFaceDetector:
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         faces = []
-        for f in self.app.get(np.ascontiguousarray(frame[..., ::-1])):  # insightface expects BGR
-            x1, y1, x2, y2 = f.bbox
+        # The official pipeline hands insightface the RGB frame (not BGR); do the same to match it.
+        for f in self.app.get(np.ascontiguousarray(frame)):
+            x1, y1, x2, y2 = f.bbox.astype(np.int_).tolist()
             w, h = x2 - x1, y2 - y1
             if w < 50 or h < 80 or not 0.2 <= w / h <= 1.5 or f.det_score < 0.5:
                 continue
