@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lipforcing_core.face import (Face, FaceAligner, FaceNotFoundError, InsightFaceDetector, MediaPipeDetector,
-                                  ModelNotFoundError, load_mouth_mask, paste_back)
+from lipforcing_core.face import (
+    Face,
+    FaceAligner,
+    FaceNotFoundError,
+    InsightFaceDetector,
+    MediaPipeDetector,
+    ModelNotFoundError,
+    load_mouth_mask,
+    paste_back,
+)
 from lipforcing_core.face.align import align_points, fill_gaps
 from lipforcing_core.video import read_video
 

@@ -139,7 +139,11 @@ class MediaPipeDetector:
         half = reg[:, 2:4] / 2
         boxes = np.concatenate([centre - half, centre + half], axis=1)
         kps = reg[:, 4:16].reshape(-1, 6, 2) + anchors[:, None]
-        to_frame = lambda p: (p * DET_SIZE - np.array([ox, oy])) / scale  # noqa: E731
+        offset = np.array([ox, oy])
+
+        def to_frame(p: np.ndarray) -> np.ndarray:
+            return (p * DET_SIZE - offset) / scale
+
         return [(to_frame(b.reshape(2, 2)).ravel(), s, to_frame(k)) for b, s, k in _weighted_nms(boxes, scores, kps)]
 
     def _landmarks(self, frame: np.ndarray, box: np.ndarray, eyes: np.ndarray) -> np.ndarray:
