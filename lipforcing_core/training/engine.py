@@ -1,0 +1,247 @@
+"""The machinery shared by the three trainers: networks, Adam, EMA, clipping, randomness, checkpoints.
+
+Every random draw of a step comes from a generator seeded by ``(seed, step, stream)`` and is
+made for the *global* batch before each rank takes its slice, so a run is reproducible, resumes
+bit-identically and gives the same numbers on any number of ``torchrun`` processes.
+
+Training checkpoint (one safetensors file): ``model.<net>.<key>`` (full weights),
+``ema.<net>.<key>``, ``optim.<net>.<param>.<exp_avg|exp_avg_sq|step>``; metadata ``step``,
+``config`` and each optimiser's ``param_groups`` as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..checkpoints import CheckpointError, load_dit
+from ..config import get_preset
+from ..models.dit import LipForcingDiT
+from .config import TrainConfig
+from .data import Clip, load_batch, rank_slice
+from .distributed import (DistEnv, checkpoint_blocks, full_model_state, full_optimizer_state, full_tensor,
+                          init_distributed, like_param, load_model_state, load_optimizer_state,
+                          mean_over_ranks, shard)
+from .lora import add_lora, merge_lora
+
+
+class EMA:
+    """Exponential moving average of a network's trainable parameters (shards under FSDP)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.shadow = {n: p.detach().clone() for n, p in self.params.items()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for name, p in self.params.items():
+            self.shadow[name].lerp_(p.detach(), 1 - self.decay)
+
+    def full_state(self) -> dict[str, torch.Tensor]:
+        return {n: full_tensor(t).detach().cpu() for n, t in self.shadow.items()}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        self.shadow = {n: like_param(state[n], p) for n, p in self.params.items()}
+
+
+class Trainer:
+    """Base trainer: subclasses build their networks in :meth:`build` and define :meth:`train_step`."""
+
+    kind = "base"
+    config_class = TrainConfig
+
+    def __init__(self, cfg: TrainConfig, dataset: torch.utils.data.Dataset, env: DistEnv | None = None):
+        self.cfg, self.dataset = cfg, dataset
+        self.env = env or init_distributed(cfg.device)
+        self.device = self.env.device
+        self.step = 0
+        self.nets: dict[str, nn.Module] = {}
+        self.optims: dict[str, torch.optim.Optimizer] = {}
+        self.emas: dict[str, EMA] = {}
+        self.lora_alpha: dict[str, float] = {}
+        self.build()
+        if cfg.resume:
+            self.load(cfg.resume)
+
+    # ----------------------------------------------------------------------------- networks
+    def new_network(self, init: str = "", seed_stream: str = "net") -> LipForcingDiT:
+        """A DiT of ``cfg.preset``: from a checkpoint (any layout ``load_dit`` reads) or seeded random init."""
+        if init:
+            model = load_dit(init, preset=self.cfg.preset, dtype=torch.float32)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._seed(-1, seed_stream))
+                model = LipForcingDiT(get_preset(self.cfg.preset))
+        return model.to(self.device)
+
+    def add_trainable(self, name: str, model: nn.Module, lr: float, lora_rank: int = 0,
+                      ema_decay: float = 0.0) -> nn.Module:
+        """Register a trained network: LoRA/full, activation checkpointing, FSDP, Adam, EMA."""
+        cfg = self.cfg
+        model.train()
+        if lora_rank:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._seed(-1, name + ".lora"))
+                add_lora(model, lora_rank, cfg.lora_alpha, cfg.lora_full_modules)
+            self.lora_alpha[name] = cfg.lora_alpha
+        else:
+            model.requires_grad_(True)
+        if cfg.activation_checkpointing:
+            checkpoint_blocks(model)
+        shard(model, self.env, cfg.mixed_precision)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optims[name] = torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        if ema_decay:
+            self.emas[name] = EMA(model, ema_decay)
+        self.nets[name] = model
+        return model
+
+    def add_frozen(self, name: str, model: nn.Module) -> nn.Module:
+        model.eval().requires_grad_(False)
+        shard(model, self.env, self.cfg.mixed_precision)
+        self.nets[name] = model
+        return model
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------- randomness
+    def _seed(self, step: int, stream: str) -> int:
+        return (self.cfg.seed * 1_000_003 + step + 1) * 2_654_435_761 % 2**61 ^ zlib.crc32(stream.encode())
+
+    def generator(self, stream: str) -> torch.Generator:
+        """A CPU generator for ``stream`` at the current step (identical on every rank)."""
+        return torch.Generator().manual_seed(self._seed(self.step, stream))
+
+    def randn(self, stream: str, *shape: int) -> torch.Tensor:
+        """Normal noise ``[B_local, *shape]``: drawn for the global batch, this rank's slice."""
+        full = torch.randn(self.cfg.batch_size, *shape, generator=self.generator(stream))
+        return full[rank_slice(self.cfg.batch_size, self.env.rank, self.env.world)].to(self.device)
+
+    def rand(self, stream: str, *shape: int) -> torch.Tensor:
+        """Uniform ``[0, 1)`` samples ``[B_local, *shape]`` (global draw, local slice)."""
+        full = torch.rand(self.cfg.batch_size, *shape, generator=self.generator(stream), dtype=torch.float64)
+        return full[rank_slice(self.cfg.batch_size, self.env.rank, self.env.world)].to(self.device)
+
+    def choice(self, stream: str, n: int) -> int:
+        """One index in ``range(n)`` shared by all samples and ranks."""
+        return int(torch.randint(n, (1,), generator=self.generator(stream)))
+
+    # ----------------------------------------------------------------------------- loop
+    def batch(self) -> Clip:
+        return load_batch(self.dataset, self.step, self.cfg.batch_size, self.cfg.seed,
+                          self.env.rank, self.env.world, self.device)
+
+    def train_step(self, batch: Clip) -> dict[str, torch.Tensor]:
+        """One iteration: compute losses, backward, update; returns local scalar losses."""
+        raise NotImplementedError
+
+    def update(self, name: str, loss: torch.Tensor) -> None:
+        """Backward ``loss`` was already called: clip ``name``'s gradients, Adam step, EMA, zero grads."""
+        model, optim = self.nets[name], self.optims[name]
+        params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        if name in self.emas:
+            self.emas[name].update()
+
+    def run_step(self) -> dict[str, float]:
+        """One global step: this rank's batch, the trainer's update, losses averaged over ranks."""
+        losses = self.train_step(self.batch())
+        self.step += 1
+        return {k: float(mean_over_ranks(v, self.env)) for k, v in losses.items()}
+
+    def fit(self, steps: int | None = None, out_dir: str | Path | None = None, log=print) -> list[dict[str, float]]:
+        """Train until ``steps`` (default ``cfg.steps``); save every ``save_every`` and at the end."""
+        steps = self.cfg.steps if steps is None else steps
+        out = Path(out_dir or self.cfg.out_dir)
+        history = []
+        while self.step < steps:
+            logs = self.run_step()
+            history.append(logs)
+            if self.env.is_main and log and (self.step % self.cfg.log_every == 0 or self.step == steps):
+                log(f"[{self.kind}] step {self.step}: " + " ".join(f"{k}={v:.5g}" for k, v in logs.items()))
+            if self.step % self.cfg.save_every == 0 or self.step == steps:
+                self.save(out / f"checkpoint_{self.step:06d}.safetensors")
+        return history
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def save(self, path: str | Path) -> Path:
+        """Write the training checkpoint (collective under FSDP; rank 0 writes)."""
+        tensors: dict[str, torch.Tensor] = {}
+        meta: dict[str, str] = {"step": str(self.step), "kind": self.kind, "config": json.dumps(self.cfg.to_dict())}
+        for name, model in self.nets.items():
+            if name not in self.optims:
+                continue
+            tensors.update({f"model.{name}.{k}": v for k, v in full_model_state(model).items()})
+            if name in self.emas:
+                tensors.update({f"ema.{name}.{k}": v for k, v in self.emas[name].full_state().items()})
+            ostate = full_optimizer_state(model, self.optims[name])
+            for pname, slots in ostate["state"].items():
+                for slot, value in slots.items():
+                    tensors[f"optim.{name}.{pname}.{slot}"] = torch.as_tensor(full_tensor(value)).detach().cpu()
+            meta[f"param_groups.{name}"] = json.dumps(ostate["param_groups"])
+        tensors["rng.torch"] = torch.get_rng_state()
+        path = Path(path)
+        if self.env.is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+            tmp.replace(path)
+        if self.env.sharded:
+            torch.distributed.barrier()
+        return path
+
+    def load(self, path: str | Path) -> None:
+        """Resume from :meth:`save`'s file: weights, optimiser state, EMA, RNG and step."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"training checkpoint not found: {path}")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("kind") != self.kind:
+                raise CheckpointError(f"{path} is a {meta.get('kind')!r} checkpoint, this trainer is {self.kind!r}")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        for name, model in self.nets.items():
+            if name not in self.optims:
+                continue
+            load_model_state(model, _section(tensors, f"model.{name}."))
+            if name in self.emas:
+                self.emas[name].load(_section(tensors, f"ema.{name}."))
+            groups = json.loads(meta[f"param_groups.{name}"])
+            state: dict[str, dict[str, Any]] = {}
+            for key, value in _section(tensors, f"optim.{name}.").items():
+                pname, _, slot = key.rpartition(".")
+                state.setdefault(pname, {})[slot] = value
+            load_optimizer_state(model, self.optims[name], {"state": state, "param_groups": groups})
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = int(meta["step"])
+
+    def export(self, path: str | Path, name: str, use_ema: bool = True) -> Path:
+        """Merged network ``name`` (EMA weights if kept, LoRA folded) in the official flat layout."""
+        state = full_model_state(self.nets[name])
+        if use_ema and name in self.emas:
+            state.update(self.emas[name].full_state())
+        if name in self.lora_alpha:
+            state = merge_lora(state, self.lora_alpha[name])
+        path = Path(path)
+        if self.env.is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"})
+        if self.env.sharded:
+            torch.distributed.barrier()
+        return path
+
+
+def _section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
