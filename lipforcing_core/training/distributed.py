@@ -82,7 +82,7 @@ def checkpoint_blocks(model: nn.Module) -> None:
 
 
 def shard(model: nn.Module, env: DistEnv, mixed_precision: bool = False) -> nn.Module:
-    """``fully_shard`` the blocks then the root (no-op in a single process)."""
+    """``fully_shard`` each block's cross-attention, each block, then the root (no-op in one process)."""
     if not env.sharded:
         if mixed_precision:
             raise ValueError("mixed_precision uses FSDP's bf16 policy: launch with torchrun")
@@ -91,6 +91,9 @@ def shard(model: nn.Module, env: DistEnv, mixed_precision: bool = False) -> nn.M
 
     policy = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if mixed_precision else MixedPrecisionPolicy()
     for block in model.blocks:
+        # text K/V are computed once per clip outside the block's forward: own group + method
+        fully_shard(block.cross_attn, mp_policy=policy)
+        register_fsdp_forward_method(block.cross_attn, "context_kv")
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     for name in FSDP_METHODS:
