@@ -90,6 +90,11 @@ def shard(model: nn.Module, env: DistEnv, mixed_precision: bool = False) -> nn.M
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     policy = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if mixed_precision else MixedPrecisionPolicy()
+    if mixed_precision:  # affine LayerNorms compute in float32 (Wan convention): keep their weights fp32
+        keep = MixedPrecisionPolicy(torch.float32, torch.float32, cast_forward_inputs=False)
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+                fully_shard(module, mp_policy=keep)
     for block in model.blocks:
         # text K/V are computed once per clip outside the block's forward: own group + method
         fully_shard(block.cross_attn, mp_policy=policy)
