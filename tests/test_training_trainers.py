@@ -297,3 +297,30 @@ def test_exported_lora_student_loads_and_matches_trainer(tmp_path):
     ema_path = trainer.export(tmp_path / "student_ema.safetensors", "student")
     ema = load_dit(ema_path, preset="tiny")
     assert not torch.equal(ema.audio_proj.proj.weight, loaded.audio_proj.proj.weight)
+
+
+def test_syncnet_reward_scores_taehv_decoded_student_latents(monkeypatch):
+    from lipforcing_core.syncnet import metrics
+    from lipforcing_core.training.dmd import SyncNetReward
+    from lipforcing_core.vae.taehv import TAEHV
+
+    torch.manual_seed(0)
+    taehv = TAEHV().eval()
+    gen = torch.randn(2, 16, FRAMES, *HW)  # 6 latents -> 21 frames at 25 fps
+    wave = 0.1 * torch.randn(2, 21 * 640)
+    seen = {}
+
+    def fake_reward(model, frames, audio):  # the real scorer's input checks, then a per-sample value
+        seen.update(model=model, frames=metrics._frames_channels_first(frames, batched=True), audio=audio)
+        return frames.mean((1, 2, 3, 4))
+
+    monkeypatch.setattr(metrics, "sync_c_reward", fake_reward)
+    syncnet = object()
+    score = SyncNetReward(syncnet, taehv)(gen, {"waveform": wave})
+    expected = taehv.decode_video(gen.transpose(1, 2))  # [B, F, 3, 16, 16] RGB 0..1
+    assert seen["model"] is syncnet and expected.shape[:3] == (2, 21, 3)
+    torch.testing.assert_close(seen["frames"], expected)
+    torch.testing.assert_close(score, expected.mean((1, 2, 3, 4)))
+    assert torch.equal(seen["audio"], wave)
+    with pytest.raises(ValueError, match="waveform"):
+        SyncNetReward(syncnet, taehv)(gen, {})
