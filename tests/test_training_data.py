@@ -63,6 +63,7 @@ def test_configs_have_paper_defaults_and_load_with_overrides(tmp_path):
     path.write_text(json.dumps({"steps": 7, "betas": [0.5, 0.9]}))
     cfg = TeacherConfig.load(path, ["lr=0.01", "data=/x/y"])
     assert (cfg.steps, cfg.betas, cfg.lr, cfg.data) == (7, (0.5, 0.9), 0.01, "/x/y")
+    assert DFConfig.load(None, ["windows=[[7, 1], [9, 3]]"]).windows == ((7, 1), (9, 3))
     with pytest.raises(ValueError, match="unknown TeacherConfig keys \\['stepz'\\]"):
         TeacherConfig.load(None, ["stepz=3"])
     with pytest.raises(ValueError, match="taehv"):

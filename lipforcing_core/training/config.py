@@ -23,6 +23,11 @@ SYNC_BAND = (0.556, 0.882)
 LORA_FULL_MODULES = ("patch_embedding", "audio_proj", "audio_cond_projs")
 
 
+def _tuples(value: Any) -> Any:
+    """JSON/YAML lists -> (nested) tuples, the type of the sequence fields."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 @dataclass
 class TrainConfig:
     """Fields common to every trainer."""
@@ -55,8 +60,7 @@ class TrainConfig:
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(names)}")
-        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-        return cfg
+        return cls(**{k: _tuples(v) for k, v in values.items()})
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> "TrainConfig":
