@@ -36,8 +36,8 @@ class DiffusionForcingTrainer(Trainer):
     cfg: DFConfig
 
     def build(self) -> None:
-        self.add_trainable("student", self.new_network(self.cfg.init), self.cfg.lr, self.cfg.lora_rank,
-                           self.cfg.ema_decay)
+        cfg = self.cfg
+        self.add_trainable("student", init=cfg.init, lr=cfg.lr, lora_rank=cfg.lora_rank, ema_decay=cfg.ema_decay)
 
     def spec(self) -> CausalSpec:
         """This step's stochastic attention window (shared by all samples and ranks)."""

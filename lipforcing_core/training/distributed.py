@@ -111,8 +111,10 @@ def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in get_model_state_dict(model, options=FULL).items()}
 
 
-def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=True))
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], broadcast: bool = False) -> None:
+    """Load full tensors into (possibly sharded) parameters; ``broadcast``: only rank 0 passes them."""
+    options = StateDictOptions(full_state_dict=True, strict=True, broadcast_from_rank0=broadcast)
+    set_model_state_dict(model, state, options=options)
 
 
 def full_optimizer_state(model: nn.Module, optim: torch.optim.Optimizer) -> dict:

@@ -76,10 +76,11 @@ class DMDTrainer(Trainer):
 
     def build(self) -> None:
         cfg = self.cfg
-        self.add_trainable("student", self.new_network(cfg.init, "student"), cfg.lr, cfg.lora_rank, cfg.ema_decay)
-        self.add_frozen("teacher", self.new_network(cfg.teacher, "teacher"))
-        self.add_trainable("critic", self.new_network(cfg.critic_init or cfg.teacher, "teacher"), cfg.critic_lr,
-                           cfg.critic_lora_rank)
+        self.add_trainable("student", init=cfg.init, lr=cfg.lr, lora_rank=cfg.lora_rank, ema_decay=cfg.ema_decay)
+        self.add_frozen("teacher", init=cfg.teacher)
+        # the critic starts as a copy of the teacher (same file, or the same seeded random init)
+        self.add_trainable("critic", init=cfg.critic_init or cfg.teacher, seed_stream="teacher", lr=cfg.critic_lr,
+                           lora_rank=cfg.critic_lora_rank)
         self.reward: RewardFn | None = None
         if cfg.syncnet:
             from ..syncnet.model import load_syncnet

@@ -29,7 +29,7 @@ from .data import Clip, load_batch, rank_slice
 from .distributed import (DistEnv, checkpoint_blocks, full_model_state, full_optimizer_state, full_tensor,
                           init_distributed, like_param, load_model_state, load_optimizer_state,
                           mean_over_ranks, shard)
-from .lora import add_lora, merge_lora
+from .lora import add_lora, lora_state, merge_lora
 
 
 class EMA:
@@ -72,43 +72,54 @@ class Trainer:
             self.load(cfg.resume)
 
     # ----------------------------------------------------------------------------- networks
-    def new_network(self, init: str = "", seed_stream: str = "net") -> LipForcingDiT:
-        """A DiT of ``cfg.preset``: from a checkpoint (any layout ``load_dit`` reads) or seeded random init."""
-        if init:
-            model = load_dit(init, preset=self.cfg.preset, dtype=torch.float32)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed(-1, seed_stream))
-                model = LipForcingDiT(get_preset(self.cfg.preset))
-        return model.to(self.device)
+    def initial_state(self, init: str, seed_stream: str) -> dict[str, torch.Tensor]:
+        """Full weights for a new network: ``init`` (any layout ``load_dit`` reads) or a seeded random init.
 
-    def add_trainable(self, name: str, model: nn.Module, lr: float, lora_rank: int = 0,
-                      ema_decay: float = 0.0) -> nn.Module:
-        """Register a trained network: LoRA/full, activation checkpointing, FSDP, Adam, EMA."""
+        Under ``torchrun`` only rank 0 reads them; the others get ``{}`` and receive their shards
+        by broadcast, so no rank ever holds a full copy on its accelerator.
+        """
+        if self.env.sharded and not self.env.is_main:
+            return {}
+        if init:
+            return load_dit(init, preset=self.cfg.preset, dtype=torch.float32).state_dict()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed(-1, seed_stream))
+            return LipForcingDiT(get_preset(self.cfg.preset)).state_dict()
+
+    def _network(self, name: str, init: str, seed_stream: str, lora_rank: int, trainable: bool) -> LipForcingDiT:
+        """Build on the meta device, add LoRA, checkpoint/shard, then materialise and load the weights."""
         cfg = self.cfg
-        model.train()
-        if lora_rank:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed(-1, name + ".lora"))
-                add_lora(model, lora_rank, cfg.lora_alpha, cfg.lora_full_modules)
+        state = self.initial_state(init, seed_stream)
+        with torch.device("meta"):
+            model = LipForcingDiT(get_preset(cfg.preset))
+        model.train(trainable).requires_grad_(trainable)
+        if trainable and lora_rank:
+            add_lora(model, lora_rank, cfg.lora_alpha, cfg.lora_full_modules)
+            if state:
+                state.update(lora_state(model, self.generator(name + ".lora")))
             self.lora_alpha[name] = cfg.lora_alpha
-        else:
-            model.requires_grad_(True)
-        if cfg.activation_checkpointing:
+        if trainable and cfg.activation_checkpointing:
             checkpoint_blocks(model)
         shard(model, self.env, cfg.mixed_precision)
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optims[name] = torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-        if ema_decay:
-            self.emas[name] = EMA(model, ema_decay)
+        model.to_empty(device=self.device)
+        load_model_state(model, state, broadcast=self.env.sharded)
         self.nets[name] = model
         return model
 
-    def add_frozen(self, name: str, model: nn.Module) -> nn.Module:
-        model.eval().requires_grad_(False)
-        shard(model, self.env, self.cfg.mixed_precision)
-        self.nets[name] = model
+    def add_trainable(self, name: str, *, init: str = "", seed_stream: str = "", lr: float, lora_rank: int = 0,
+                      ema_decay: float = 0.0) -> LipForcingDiT:
+        """A trained network: LoRA or full fine-tuning, activation checkpointing, FSDP, Adam, EMA."""
+        model = self._network(name, init, seed_stream or name, lora_rank, trainable=True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optims[name] = torch.optim.Adam(params, lr=lr, betas=tuple(self.cfg.betas),
+                                             weight_decay=self.cfg.weight_decay)
+        if ema_decay:
+            self.emas[name] = EMA(model, ema_decay)
         return model
+
+    def add_frozen(self, name: str, *, init: str = "", seed_stream: str = "") -> LipForcingDiT:
+        """A frozen network (the teacher): eval mode, no gradients, sharded like the others."""
+        return self._network(name, init, seed_stream or name, 0, trainable=False)
 
     def build(self) -> None:
         raise NotImplementedError

@@ -20,6 +20,14 @@ LORA_TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
                 "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
 
 
+def init_lora_pair(in_features: int, out_features: int, rank: int,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fresh CPU ``(A, B)``: A ~ U(+-1/sqrt(in)) (PEFT's kaiming-uniform default), B = 0."""
+    bound = 1 / math.sqrt(in_features)
+    a = torch.empty(rank, in_features).uniform_(-bound, bound, generator=generator)
+    return a, torch.zeros(out_features, rank)
+
+
 class LoRALinear(nn.Linear):
     """``y = x W^T + b + (alpha/r) (x A^T) B^T``; B starts at zero so the output is unchanged at init."""
 
@@ -28,9 +36,9 @@ class LoRALinear(nn.Linear):
                          device=base.weight.device, dtype=base.weight.dtype)
         self.weight, self.bias = base.weight, base.bias
         self.scale = alpha / rank
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device, dtype=base.weight.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device, dtype=base.weight.dtype))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        a, b = init_lora_pair(base.in_features, base.out_features, rank)
+        self.lora_A = nn.Parameter(a.to(base.weight.device, base.weight.dtype))
+        self.lora_B = nn.Parameter(b.to(base.weight.device, base.weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias) + self.scale * F.linear(F.linear(x, self.lora_A), self.lora_B)
@@ -48,6 +56,16 @@ def add_lora(model: nn.Module, rank: int, alpha: float, full_modules: Iterable[s
     for name, p in model.named_parameters():
         p.requires_grad_(".lora_" in name or name.startswith(prefixes))
     return model
+
+
+def lora_state(model: nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Initial ``lora_A``/``lora_B`` of every adapter of ``model`` (e.g. built on the meta device)."""
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            a, b = init_lora_pair(module.in_features, module.out_features, module.lora_A.shape[0], generator)
+            out[f"{name}.lora_A"], out[f"{name}.lora_B"] = a, b
+    return out
 
 
 def merge_lora(state: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:

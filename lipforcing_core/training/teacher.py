@@ -30,8 +30,8 @@ class TeacherTrainer(Trainer):
     cfg: TeacherConfig
 
     def build(self) -> None:
-        self.add_trainable("teacher", self.new_network(self.cfg.init), self.cfg.lr, self.cfg.lora_rank,
-                           self.cfg.ema_decay)
+        cfg = self.cfg
+        self.add_trainable("teacher", init=cfg.init, lr=cfg.lr, lora_rank=cfg.lora_rank, ema_decay=cfg.ema_decay)
 
     def loss(self, batch: Clip) -> torch.Tensor:
         """Flow-matching loss of this step's noise, times and dropout (deterministic per step)."""
