@@ -324,3 +324,24 @@ def test_syncnet_reward_scores_taehv_decoded_student_latents(monkeypatch):
     assert torch.equal(seen["audio"], wave)
     with pytest.raises(ValueError, match="waveform"):
         SyncNetReward(syncnet, taehv)(gen, {})
+
+
+def test_dmd_teacher_and_critic_from_wan_base_plus_adapter(tmp_path):
+    from safetensors.torch import save_file
+
+    from lipforcing_core.config import get_preset
+    from lipforcing_core.models.dit import LipForcingDiT
+
+    torch.manual_seed(1)
+    full = LipForcingDiT(get_preset("tiny")).state_dict()
+    save_file({k: v for k, v in full.items() if not k.startswith("audio")}, str(tmp_path / "base.safetensors"))
+    adapter = {k: v for k, v in full.items() if k.startswith("audio")}
+    adapter["blocks.0.self_attn.q.lora_A.weight"] = torch.randn(8, 128)
+    adapter["blocks.0.self_attn.q.lora_B.weight"] = torch.randn(128, 8)
+    save_file(adapter, str(tmp_path / "adapter.safetensors"))
+    trainer = dmd_trainer(teacher=str(tmp_path / "base.safetensors"), teacher_adapter=str(tmp_path / "adapter.safetensors"))
+    want = load_dit(tmp_path / "base.safetensors", lora=tmp_path / "adapter.safetensors").state_dict()
+    for name in ("teacher", "critic"):
+        got = trainer.nets[name].state_dict()
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want), name
+    assert not torch.equal(want["blocks.0.self_attn.q.weight"], full["blocks.0.self_attn.q.weight"])

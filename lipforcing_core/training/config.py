@@ -36,6 +36,7 @@ class TrainConfig:
     data: str = ""  # folder of prepared clips (*.safetensors), see training.data
     out_dir: str = "runs/train"
     init: str = ""  # checkpoint of the trained network to start from ("" = random init)
+    init_adapter: str = ""  # OmniAvatar LoRA adapter when ``init`` is the Wan2.1 base (shards/index/folder)
     resume: str = ""  # training checkpoint to resume (model, optimiser, EMA, step)
     steps: int = 1000
     batch_size: int = 1  # global batch over all ranks
@@ -114,6 +115,7 @@ class DMDConfig(TrainConfig):
     """Stage 2: Self-Forcing DMD with Sync-Window CFG and the Re-DMD SyncNet reward."""
 
     teacher: str = ""  # frozen bidirectional teacher checkpoint (also the critic's init)
+    teacher_adapter: str = ""  # OmniAvatar-LS adapter when ``teacher`` is the Wan2.1 base
     critic_init: str = ""  # critic start ("" = copy of the teacher)
     steps: int = 600
     batch_size: int = 4

@@ -37,7 +37,8 @@ class DiffusionForcingTrainer(Trainer):
 
     def build(self) -> None:
         cfg = self.cfg
-        self.add_trainable("student", init=cfg.init, lr=cfg.lr, lora_rank=cfg.lora_rank, ema_decay=cfg.ema_decay)
+        self.add_trainable("student", init=cfg.init, adapter=cfg.init_adapter, lr=cfg.lr, lora_rank=cfg.lora_rank,
+                           ema_decay=cfg.ema_decay)
 
     def spec(self) -> CausalSpec:
         """This step's stochastic attention window (shared by all samples and ranks)."""

@@ -76,11 +76,13 @@ class DMDTrainer(Trainer):
 
     def build(self) -> None:
         cfg = self.cfg
-        self.add_trainable("student", init=cfg.init, lr=cfg.lr, lora_rank=cfg.lora_rank, ema_decay=cfg.ema_decay)
-        self.add_frozen("teacher", init=cfg.teacher)
+        self.add_trainable("student", init=cfg.init, adapter=cfg.init_adapter, lr=cfg.lr, lora_rank=cfg.lora_rank,
+                           ema_decay=cfg.ema_decay)
+        self.add_frozen("teacher", init=cfg.teacher, adapter=cfg.teacher_adapter)
         # the critic starts as a copy of the teacher (same file, or the same seeded random init)
-        self.add_trainable("critic", init=cfg.critic_init or cfg.teacher, seed_stream="teacher", lr=cfg.critic_lr,
-                           lora_rank=cfg.critic_lora_rank)
+        critic_init, critic_adapter = (cfg.critic_init, "") if cfg.critic_init else (cfg.teacher, cfg.teacher_adapter)
+        self.add_trainable("critic", init=critic_init, adapter=critic_adapter, seed_stream="teacher",
+                           lr=cfg.critic_lr, lora_rank=cfg.critic_lora_rank)
         self.reward: RewardFn | None = None
         if cfg.syncnet:
             from ..syncnet.model import load_syncnet

@@ -72,8 +72,9 @@ class Trainer:
             self.load(cfg.resume)
 
     # ----------------------------------------------------------------------------- networks
-    def initial_state(self, init: str, seed_stream: str) -> dict[str, torch.Tensor]:
-        """Full weights for a new network: ``init`` (any layout ``load_dit`` reads) or a seeded random init.
+    def initial_state(self, init: str, seed_stream: str, adapter: str = "") -> dict[str, torch.Tensor]:
+        """Full weights for a new network: ``init`` (any layout ``load_dit`` reads; with ``adapter``
+        the Wan2.1 base shards plus the OmniAvatar LoRA adapter) or a seeded random init.
 
         Under ``torchrun`` only rank 0 reads them; the others get ``{}`` and receive their shards
         by broadcast, so no rank ever holds a full copy on its accelerator.
@@ -81,15 +82,16 @@ class Trainer:
         if self.env.sharded and not self.env.is_main:
             return {}
         if init:
-            return load_dit(init, preset=self.cfg.preset, dtype=torch.float32).state_dict()
+            return load_dit(init, preset=self.cfg.preset, dtype=torch.float32, lora=adapter or None).state_dict()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self._seed(-1, seed_stream))
             return LipForcingDiT(get_preset(self.cfg.preset)).state_dict()
 
-    def _network(self, name: str, init: str, seed_stream: str, lora_rank: int, trainable: bool) -> LipForcingDiT:
+    def _network(self, name: str, init: str, adapter: str, seed_stream: str, lora_rank: int,
+                 trainable: bool) -> LipForcingDiT:
         """Build on the meta device, add LoRA, checkpoint/shard, then materialise and load the weights."""
         cfg = self.cfg
-        state = self.initial_state(init, seed_stream)
+        state = self.initial_state(init, seed_stream, adapter)
         with torch.device("meta"):
             model = LipForcingDiT(get_preset(cfg.preset))
         model.train(trainable).requires_grad_(trainable)
@@ -106,10 +108,10 @@ class Trainer:
         self.nets[name] = model
         return model
 
-    def add_trainable(self, name: str, *, init: str = "", seed_stream: str = "", lr: float, lora_rank: int = 0,
-                      ema_decay: float = 0.0) -> LipForcingDiT:
+    def add_trainable(self, name: str, *, init: str = "", adapter: str = "", seed_stream: str = "", lr: float,
+                      lora_rank: int = 0, ema_decay: float = 0.0) -> LipForcingDiT:
         """A trained network: LoRA or full fine-tuning, activation checkpointing, FSDP, Adam, EMA."""
-        model = self._network(name, init, seed_stream or name, lora_rank, trainable=True)
+        model = self._network(name, init, adapter, seed_stream or name, lora_rank, trainable=True)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optims[name] = torch.optim.Adam(params, lr=lr, betas=tuple(self.cfg.betas),
                                              weight_decay=self.cfg.weight_decay)
@@ -117,9 +119,9 @@ class Trainer:
             self.emas[name] = EMA(model, ema_decay)
         return model
 
-    def add_frozen(self, name: str, *, init: str = "", seed_stream: str = "") -> LipForcingDiT:
+    def add_frozen(self, name: str, *, init: str = "", adapter: str = "", seed_stream: str = "") -> LipForcingDiT:
         """A frozen network (the teacher): eval mode, no gradients, sharded like the others."""
-        return self._network(name, init, seed_stream or name, 0, trainable=False)
+        return self._network(name, init, adapter, seed_stream or name, 0, trainable=False)
 
     def build(self) -> None:
         raise NotImplementedError

@@ -31,7 +31,8 @@ class TeacherTrainer(Trainer):
 
     def build(self) -> None:
         cfg = self.cfg
-        self.add_trainable("teacher", init=cfg.init, lr=cfg.lr, lora_rank=cfg.lora_rank, ema_decay=cfg.ema_decay)
+        self.add_trainable("teacher", init=cfg.init, adapter=cfg.init_adapter, lr=cfg.lr, lora_rank=cfg.lora_rank,
+                           ema_decay=cfg.ema_decay)
 
     def loss(self, batch: Clip) -> torch.Tensor:
         """Flow-matching loss of this step's noise, times and dropout (deterministic per step)."""
