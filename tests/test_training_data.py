@@ -64,6 +64,10 @@ def test_configs_have_paper_defaults_and_load_with_overrides(tmp_path):
     cfg = TeacherConfig.load(path, ["lr=0.01", "data=/x/y"])
     assert (cfg.steps, cfg.betas, cfg.lr, cfg.data) == (7, (0.5, 0.9), 0.01, "/x/y")
     assert DFConfig.load(None, ["windows=[[7, 1], [9, 3]]"]).windows == ((7, 1), (9, 3))
+    yaml_path = tmp_path / "cfg.yaml"
+    yaml_path.write_text("steps: 9\nwindows:\n  - [7, 1]\n")
+    pytest.importorskip("yaml")
+    assert (DFConfig.load(yaml_path).steps, DFConfig.load(yaml_path).windows) == (9, ((7, 1),))
     with pytest.raises(ValueError, match="unknown TeacherConfig keys \\['stepz'\\]"):
         TeacherConfig.load(None, ["stepz=3"])
     with pytest.raises(ValueError, match="taehv"):

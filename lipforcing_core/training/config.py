@@ -70,8 +70,11 @@ class TrainConfig:
         if path:
             text = Path(path).read_text()
             if str(path).endswith((".yaml", ".yml")):
-                import yaml
-
+                try:
+                    import yaml
+                except ImportError as err:
+                    raise ValueError(f"{path}: YAML configs need PyYAML (pip install pyyaml); "
+                                     "or write the config as JSON") from err
                 values = yaml.safe_load(text) or {}
             else:
                 values = json.loads(text)
