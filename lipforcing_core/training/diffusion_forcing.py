@@ -61,5 +61,5 @@ class DiffusionForcingTrainer(Trainer):
     def train_step(self, batch: Clip) -> dict[str, torch.Tensor]:
         loss = self.loss(batch)
         loss.backward()
-        self.update("student", loss)
+        self.update("student")
         return {"loss": loss.detach()}

@@ -145,7 +145,7 @@ class DMDTrainer(Trainer):
         if self.step % self.cfg.student_update_every == 0:
             student = self.student_loss(batch, y)
             student["student_loss"].backward()
-            self.update("student", student["student_loss"])
+            self.update("student")
             losses.update({k: v.detach() for k, v in student.items()})
-        self.update("critic", critic)
+        self.update("critic")
         return losses

@@ -157,20 +157,20 @@ class Trainer:
         """One iteration: compute losses, backward, update; returns local scalar losses."""
         raise NotImplementedError
 
-    def update(self, name: str, loss: torch.Tensor) -> None:
-        """Backward ``loss`` was already called: clip ``name``'s gradients, Adam step, EMA, zero grads."""
+    def update(self, name: str) -> None:
+        """After ``loss.backward()``: clip ``name``'s gradients, Adam step, zero the gradients."""
         model, optim = self.nets[name], self.optims[name]
         params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         optim.step()
         optim.zero_grad(set_to_none=True)
-        if name in self.emas:
-            self.emas[name].update()
 
     def run_step(self) -> dict[str, float]:
-        """One global step: this rank's batch, the trainer's update, losses averaged over ranks."""
+        """One global step: this rank's batch, the trainer's update, EMA; losses averaged over ranks."""
         losses = self.train_step(self.batch())
+        for ema in self.emas.values():  # every iteration, also when only the critic moved (official callback)
+            ema.update()
         self.step += 1
         return {k: float(mean_over_ranks(v, self.env)) for k, v in losses.items()}
 

@@ -47,5 +47,5 @@ class TeacherTrainer(Trainer):
     def train_step(self, batch: Clip) -> dict[str, torch.Tensor]:
         loss = self.loss(batch)
         loss.backward()
-        self.update("teacher", loss)
+        self.update("teacher")
         return {"loss": loss.detach()}
