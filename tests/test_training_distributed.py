@@ -37,10 +37,11 @@ def test_torchrun_fsdp_matches_single_process(tmp_path, monkeypatch):
     for s in range(4):
         save_clip(data / f"clip{s}.safetensors", random_clip(frames=6, hw=(2, 2), seed=s))
     common = ["train", "dmd", "--set", f"data={data}", *ARGS]
+    # 2 ranks x 1 sample, versus 1 process accumulating 2 micro-batches of 1: the same global batch
 
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "lipforcing_core", *common, "--set", f"out_dir={tmp_path / 'fsdp'}",
+           "-m", "lipforcing_core", *common, "--set", "grad_accum=1", "--set", f"out_dir={tmp_path / 'fsdp'}",
            "--history", str(tmp_path / "fsdp.json"), "--export", str(tmp_path / "fsdp_student.safetensors")]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -48,7 +49,7 @@ def test_torchrun_fsdp_matches_single_process(tmp_path, monkeypatch):
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        main([*common, "--set", f"out_dir={tmp_path / 'single'}", "--history", str(tmp_path / "single.json"),
+        main([*common, "--set", "grad_accum=2", "--set", f"out_dir={tmp_path / 'single'}", "--history", str(tmp_path / "single.json"),
               "--export", str(tmp_path / "single_student.safetensors")])
     finally:
         torch.set_num_threads(old)

@@ -44,7 +44,8 @@ def at_step(trainer, step: int = 0):
 
 
 def dmd_trainer(tmp_path=None, **kw) -> DMDTrainer:
-    cfg = dict(batch_size=2, lr=1e-3, critic_lr=1e-3, student_update_every=1, ema_decay=0.9, save_every=10**6,
+    cfg = dict(batch_size=2, grad_accum=1, lr=1e-3, critic_lr=1e-3, student_update_every=1, ema_decay=0.9,
+               save_every=10**6,
                out_dir=str(tmp_path or "unused"))
     cfg.update(kw)
     return DMDTrainer(DMDConfig(**cfg), clips())
@@ -62,6 +63,19 @@ def test_flow_trainers_reduce_loss_on_fixed_batch(trainer_cls, cfg_cls, tmp_path
         after = float(trainer.loss(trainer.batch()))
     assert len(history) == 6 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
     assert after < 0.9 * before, (before, after)
+
+
+def test_gradient_accumulation_changes_memory_not_math(tmp_path):
+    runs = []
+    for accum in (1, 2):
+        trainer = TeacherTrainer(TeacherConfig(batch_size=2, grad_accum=accum, lr=1e-3, save_every=10**6), clips(2))
+        runs.append((trainer.fit(steps=2, out_dir=tmp_path, log=None), trainer.nets["teacher"].state_dict()))
+    (h1, w1), (h2, w2) = runs
+    assert [h["loss"] for h in h1] == pytest.approx([h["loss"] for h in h2], rel=1e-5)
+    for key in w1:  # Adam's first steps are ~sign(g)*lr: allow a few near-zero gradients to flip (lr 1e-3)
+        assert (w2[key] - w1[key]).abs().max() < 2e-4, key
+    with pytest.raises(ValueError, match="grad_accum=3"):
+        TeacherTrainer(TeacherConfig(batch_size=2, grad_accum=3), clips(2))
 
 
 def test_dmd_critic_and_student_losses_fall():

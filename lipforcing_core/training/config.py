@@ -40,6 +40,7 @@ class TrainConfig:
     resume: str = ""  # training checkpoint to resume (model, optimiser, EMA, step)
     steps: int = 1000
     batch_size: int = 1  # global batch over all ranks
+    grad_accum: int = 1  # micro-batches per rank and step (memory only: the math is the same)
     seed: int = 0
     lr: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.999)
@@ -121,7 +122,8 @@ class DMDConfig(TrainConfig):
     teacher_adapter: str = ""  # OmniAvatar-LS adapter when ``teacher`` is the Wan2.1 base
     critic_init: str = ""  # critic start ("" = copy of the teacher)
     steps: int = 600
-    batch_size: int = 4
+    batch_size: int = 16  # paper: 1 per GPU x 4 GPUs x 4 accumulation rounds
+    grad_accum: int = 4
     lr: float = 2e-6
     critic_lr: float = 2e-6
     betas: tuple[float, float] = (0.0, 0.999)

@@ -58,8 +58,7 @@ class DiffusionForcingTrainer(Trainer):
         v = self.nets["student"](x_t, t, conditioning(batch), batch["text"], batch["audio"], causal=self.spec())
         return 0.5 * F.mse_loss((x_t - tt * v).float(), x0.float())
 
-    def train_step(self, batch: Clip) -> dict[str, torch.Tensor]:
+    def accumulate(self, batch: Clip) -> dict[str, torch.Tensor]:
         loss = self.loss(batch)
-        loss.backward()
-        self.update("student")
+        self.backward(loss)
         return {"loss": loss.detach()}

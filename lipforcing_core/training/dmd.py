@@ -137,15 +137,20 @@ class DMDTrainer(Trainer):
         out["student_loss"] = per_sample.mean()
         return out
 
-    def train_step(self, batch: Clip) -> dict[str, torch.Tensor]:
+    def student_turn(self) -> bool:
+        return self.step % self.cfg.student_update_every == 0
+
+    def updated(self) -> tuple[str, ...]:
+        return ("critic", "student") if self.student_turn() else ("critic",)
+
+    def accumulate(self, batch: Clip) -> dict[str, torch.Tensor]:
+        """Critic loss backward first (its graph is freed), then on student turns the student's."""
         y = conditioning(batch)
         critic = self.critic_loss(batch, y)
-        critic.backward()
+        self.backward(critic)
         losses = {"critic_loss": critic.detach()}
-        if self.step % self.cfg.student_update_every == 0:
+        if self.student_turn():
             student = self.student_loss(batch, y)
-            student["student_loss"].backward()
-            self.update("student")
+            self.backward(student["student_loss"])
             losses.update({k: v.detach() for k, v in student.items()})
-        self.update("critic")
         return losses

@@ -53,7 +53,7 @@ class EMA:
 
 
 class Trainer:
-    """Base trainer: subclasses build their networks in :meth:`build` and define :meth:`train_step`."""
+    """Base trainer: subclasses build their networks in :meth:`build` and define :meth:`accumulate`."""
 
     kind = "base"
     config_class = TrainConfig
@@ -63,6 +63,11 @@ class Trainer:
         self.env = env or init_distributed(cfg.device)
         self.device = self.env.device
         self.step = 0
+        self._micro = (0, 1)  # (index, count) of the micro-batch being accumulated
+        local = cfg.batch_size // self.env.world
+        if cfg.batch_size % self.env.world or local % cfg.grad_accum:
+            raise ValueError(f"batch_size {cfg.batch_size} must split evenly over {self.env.world} processes "
+                             f"and then into grad_accum={cfg.grad_accum} micro-batches")
         self.nets: dict[str, nn.Module] = {}
         self.optims: dict[str, torch.optim.Optimizer] = {}
         self.emas: dict[str, EMA] = {}
@@ -134,15 +139,19 @@ class Trainer:
         """A CPU generator for ``stream`` at the current step (identical on every rank)."""
         return torch.Generator().manual_seed(self._seed(self.step, stream))
 
+    def _mine(self, full: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a global-batch draw, then the current micro-batch's rows of those."""
+        part = full[rank_slice(self.cfg.batch_size, self.env.rank, self.env.world)]
+        return part[rank_slice(len(part), *self._micro)].to(self.device)
+
     def randn(self, stream: str, *shape: int) -> torch.Tensor:
-        """Normal noise ``[B_local, *shape]``: drawn for the global batch, this rank's slice."""
-        full = torch.randn(self.cfg.batch_size, *shape, generator=self.generator(stream))
-        return full[rank_slice(self.cfg.batch_size, self.env.rank, self.env.world)].to(self.device)
+        """Normal noise ``[B_micro, *shape]``: drawn for the global batch, this rank's micro-batch slice."""
+        return self._mine(torch.randn(self.cfg.batch_size, *shape, generator=self.generator(stream)))
 
     def rand(self, stream: str, *shape: int) -> torch.Tensor:
-        """Uniform ``[0, 1)`` samples ``[B_local, *shape]`` (global draw, local slice)."""
-        full = torch.rand(self.cfg.batch_size, *shape, generator=self.generator(stream), dtype=torch.float64)
-        return full[rank_slice(self.cfg.batch_size, self.env.rank, self.env.world)].to(self.device)
+        """Uniform ``[0, 1)`` float64 samples ``[B_micro, *shape]`` (global draw, local slice)."""
+        return self._mine(torch.rand(self.cfg.batch_size, *shape, generator=self.generator(stream),
+                                     dtype=torch.float64))
 
     def choice(self, stream: str, n: int) -> int:
         """One index in ``range(n)`` shared by all samples and ranks."""
@@ -153,9 +162,17 @@ class Trainer:
         return load_batch(self.dataset, self.step, self.cfg.batch_size, self.cfg.seed,
                           self.env.rank, self.env.world, self.device)
 
-    def train_step(self, batch: Clip) -> dict[str, torch.Tensor]:
-        """One iteration: compute losses, backward, update; returns local scalar losses."""
+    def accumulate(self, batch: Clip) -> dict[str, torch.Tensor]:
+        """Forward and :meth:`backward` of one micro-batch; returns its (unscaled) scalar losses."""
         raise NotImplementedError
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of a micro-batch mean, scaled so the accumulated gradient is the batch mean's."""
+        (loss / self.cfg.grad_accum).backward()
+
+    def updated(self) -> tuple[str, ...]:
+        """Networks whose optimiser steps this iteration (default: every trained network)."""
+        return tuple(self.optims)
 
     def update(self, name: str) -> None:
         """After ``loss.backward()``: clip ``name``'s gradients, Adam step, zero the gradients."""
@@ -167,8 +184,20 @@ class Trainer:
         optim.zero_grad(set_to_none=True)
 
     def run_step(self) -> dict[str, float]:
-        """One global step: this rank's batch, the trainer's update, EMA; losses averaged over ranks."""
-        losses = self.train_step(self.batch())
+        """One global step: this rank's batch in ``grad_accum`` micro-batches, optimiser steps, EMA.
+
+        Losses come back averaged over micro-batches and ranks, i.e. global-batch means.
+        """
+        local, count = self.batch(), self.cfg.grad_accum
+        losses: dict[str, torch.Tensor] = {}
+        for micro in range(count):
+            self._micro = (micro, count)
+            part = {k: v[rank_slice(len(v), micro, count)] for k, v in local.items()}
+            for key, value in self.accumulate(part).items():
+                losses[key] = losses.get(key, 0) + value.detach() / count
+        self._micro = (0, 1)
+        for name in self.updated():
+            self.update(name)
         for ema in self.emas.values():  # every iteration, also when only the critic moved (official callback)
             ema.update()
         self.step += 1

@@ -44,8 +44,7 @@ class TeacherTrainer(Trainer):
         v = self.nets["teacher"](renoise(x0, eps, t), t, conditioning(batch), text, audio)
         return F.mse_loss(v.float(), (eps - x0).float())
 
-    def train_step(self, batch: Clip) -> dict[str, torch.Tensor]:
+    def accumulate(self, batch: Clip) -> dict[str, torch.Tensor]:
         loss = self.loss(batch)
-        loss.backward()
-        self.update("teacher")
+        self.backward(loss)
         return {"loss": loss.detach()}
