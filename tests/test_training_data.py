@@ -56,7 +56,8 @@ def test_batches_are_deterministic_epochs_and_rank_slices_cover_the_global_batch
 
 def test_configs_have_paper_defaults_and_load_with_overrides(tmp_path):
     dmd, df = DMDConfig(), DFConfig()
-    assert (dmd.guidance_scale, dmd.sync_band, dmd.reward_beta, dmd.student_update_every) == (4.5, (0.556, 0.882), 2.0, 5)
+    assert (dmd.guidance_scale, dmd.sync_band, dmd.reward_beta) == (4.5, (0.556, 0.882), 2.0)
+    assert (dmd.student_update_every, dmd.batch_size, dmd.steps, dmd.t_range) == (5, 16, 600, (0.001, 0.999))
     assert (dmd.betas, dmd.lr, dmd.critic_lr, dmd.grad_clip, dmd.ema_decay) == ((0.0, 0.999), 2e-6, 2e-6, 10.0, 0.9999)
     assert (df.lr, df.steps, df.batch_size, df.windows, df.t_list) == (1e-5, 5000, 16, DF_WINDOWS, (0.999, 0.769, 0.0))
     path = tmp_path / "cfg.json"

@@ -1,4 +1,4 @@
-"""Stage 2 under ``torchrun --nproc_per_node=2`` (gloo, FSDP2) equals the single-process run on the same global batch."""
+"""Stage 2 under ``torchrun --nproc_per_node=2`` (gloo, FSDP2) equals one process on the same global batch."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def test_torchrun_fsdp_matches_single_process(tmp_path, monkeypatch):
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        main([*common, "--set", "grad_accum=2", "--set", f"out_dir={tmp_path / 'single'}", "--history", str(tmp_path / "single.json"),
+        main([*common, "--set", "grad_accum=2", "--set", f"out_dir={tmp_path / 'single'}",
+              "--history", str(tmp_path / "single.json"),
               "--export", str(tmp_path / "single_student.safetensors")])
     finally:
         torch.set_num_threads(old)
@@ -59,7 +60,7 @@ def test_torchrun_fsdp_matches_single_process(tmp_path, monkeypatch):
     for a, b in zip(fsdp, single):
         for key in a:
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
-    wa, wb = load_file(str(tmp_path / "fsdp_student.safetensors")), load_file(str(tmp_path / "single_student.safetensors"))
+    wa, wb = (load_file(str(tmp_path / f"{n}_student.safetensors")) for n in ("fsdp", "single"))
     assert set(wa) == set(wb)
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5, msg=key)

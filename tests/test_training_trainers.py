@@ -176,7 +176,8 @@ def test_reward_weights_scale_each_sample_and_carry_no_gradient():
     # exp(2*-50) ~ 0 removes one sample; the two halves add up to the unweighted batch mean
     torch.testing.assert_close(only_first["student_loss"] + only_second["student_loss"], plain["student_loss"])
     assert not torch.isclose(only_first["student_loss"], only_second["student_loss"])
-    torch.testing.assert_close(loss_with([0.5, 0.5])["student_loss"], plain["student_loss"] * torch.exp(torch.tensor(1.0)))
+    doubled = plain["student_loss"] * torch.exp(torch.tensor(1.0))  # exp(2 * 0.5) for every sample
+    torch.testing.assert_close(loss_with([0.5, 0.5])["student_loss"], doubled)
     score = torch.tensor([0.5, -1.0], requires_grad=True)
     w = reward_weights(score, 2.0)
     assert not w.requires_grad
@@ -304,7 +305,8 @@ def test_exported_lora_student_loads_and_matches_trainer(tmp_path):
     from lipforcing_core.config import get_preset
     assert set(loaded.state_dict()) == set(LipForcingDiT(get_preset("tiny")).state_dict())
     batch = trainer.batch()
-    args = (torch.randn_like(batch["latents"]), torch.rand(2, FRAMES), conditioning(batch), batch["text"], batch["audio"])
+    args = (torch.randn_like(batch["latents"]), torch.rand(2, FRAMES), conditioning(batch), batch["text"],
+            batch["audio"])
     spec = CausalSpec(3, 7, 1, True)
     with torch.no_grad():
         torch.testing.assert_close(loaded(*args, causal=spec), student.eval()(*args, causal=spec), rtol=1e-4, atol=1e-5)
@@ -353,7 +355,8 @@ def test_dmd_teacher_and_critic_from_wan_base_plus_adapter(tmp_path):
     adapter["blocks.0.self_attn.q.lora_A.weight"] = torch.randn(8, 128)
     adapter["blocks.0.self_attn.q.lora_B.weight"] = torch.randn(128, 8)
     save_file(adapter, str(tmp_path / "adapter.safetensors"))
-    trainer = dmd_trainer(teacher=str(tmp_path / "base.safetensors"), teacher_adapter=str(tmp_path / "adapter.safetensors"))
+    trainer = dmd_trainer(teacher=str(tmp_path / "base.safetensors"),
+                          teacher_adapter=str(tmp_path / "adapter.safetensors"))
     want = load_dit(tmp_path / "base.safetensors", lora=tmp_path / "adapter.safetensors").state_dict()
     for name in ("teacher", "critic"):
         got = trainer.nets[name].state_dict()

@@ -53,7 +53,7 @@ def reward_weights(score: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 class SyncNetReward:
-    """Sync-C of the student's latents: TAEHV decode, then the SyncNet v2 reward on the frames and the clip's waveform."""
+    """Sync-C of student latents: TAEHV decode, then the SyncNet v2 reward on the frames and the clip's waveform."""
 
     def __init__(self, syncnet, taehv):
         self.syncnet, self.taehv = syncnet, taehv
@@ -88,7 +88,8 @@ class DMDTrainer(Trainer):
             from ..syncnet.model import load_syncnet
             from ..vae.taehv import load_taehv
 
-            self.reward = SyncNetReward(load_syncnet(cfg.syncnet, self.device), load_taehv(cfg.taehv, device=self.device))
+            self.reward = SyncNetReward(load_syncnet(cfg.syncnet, self.device),
+                                        load_taehv(cfg.taehv, device=self.device))
 
     @property
     def spec(self) -> CausalSpec:

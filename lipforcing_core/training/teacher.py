@@ -17,7 +17,8 @@ from .data import Clip, conditioning
 from .engine import Trainer
 
 
-def drop_conditions(batch: Clip, keep_audio: torch.Tensor, keep_text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def drop_conditions(batch: Clip, keep_audio: torch.Tensor,
+                    keep_text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(text, audio) with per-sample dropout: dropped audio is zeros, dropped text is ``neg_text``."""
     audio = batch["audio"] * keep_audio.to(batch["audio"].dtype)[:, None, None]
     text = torch.where(keep_text[:, None, None], batch["text"], batch["neg_text"])
