@@ -13,6 +13,7 @@ import importlib
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lipforcing_core.inspect", "describe a DiT checkpoint file or preset (kind, preset, params, keys)"),
+    "bench": ("lipforcing_core.bench", "time the streaming student against the 50-step CFG teacher (JSON: fps, TTFF, memory, FLOPs)"),
 }
 
 

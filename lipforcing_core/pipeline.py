@@ -193,6 +193,12 @@ class PrecomputedLatents:
         return self.ref_latent, self.masked[:, :, s], self.ref_sequence[:, :, s]
 
 
+def frames_to_uint8(frames: Tensor) -> np.ndarray:
+    """Generated ``[B, 3, n, H, W]`` in [-1, 1] -> uint8 ``[B, n, H, W, 3]`` (rounded)."""
+    pixels = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
 # ------------------------------------------------------------------------------------------ timing
 
 
