@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import resource
 import statistics
@@ -229,9 +230,24 @@ def memory_probe(preset: str, device: str, chunks: int, size: int, vae_dim: int,
     return result
 
 
+# glibc otherwise keeps freed large blocks (its mmap threshold adapts upwards), so the resident set
+# would depend on the order of allocations rather than on the live memory; fixed thresholds make
+# every large buffer an mmap returned on free.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
 def memory_in_fresh_process(*args) -> dict:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(memory_probe, args)
+    saved = {k: os.environ.get(k) for k in MALLOC_ENV}
+    os.environ.update(MALLOC_ENV)
+    try:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(memory_probe, args)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
 
 
 # ------------------------------------------------------------------------------------------ bench
@@ -286,7 +302,7 @@ def bench(preset: str, device: str, decoder: str | None = None, size: int | None
         key = "peak_cuda_mb" if dev.type == "cuda" else "peak_rss_mb"
         result["peak_memory_mb"] = probes[0][key]
         result["memory"] = {"method": "CUDA max_memory_allocated" if dev.type == "cuda" else
-                            "peak RSS (VmHWM) of a fresh process; rise = peak minus RSS before the run",
+                            "peak RSS (VmHWM) of a fresh process with fixed glibc malloc thresholds; rise = peak minus RSS before the run",
                             "windowed_student": probes,
                             "long_over_short": round(probes[-1][key] / probes[0][key], 3)}
     else:

@@ -14,6 +14,7 @@ import importlib
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lipforcing_core.inspect", "describe a DiT checkpoint file or preset (kind, preset, params, keys)"),
     "bench": ("lipforcing_core.bench", "time the streaming student against the 50-step CFG teacher (JSON: fps, TTFF, memory, FLOPs)"),
+    "sync": ("lipforcing_core.sync", "lip-sync a video to an audio track with the streaming student (writes an mp4)"),
 }
 
 
