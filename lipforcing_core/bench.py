@@ -254,9 +254,14 @@ def memory_in_fresh_process(*args) -> dict:
 
 
 def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, {multiprocessing.cpu_count()} CPU cores"
-    return f"{platform.processor() or platform.machine()}, {multiprocessing.cpu_count()} CPU cores, no GPU"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cpus = f"{multiprocessing.cpu_count()} CPU cores ({cpu})"
+    return f"{torch.cuda.get_device_name(device)}, {cpus}" if device.type == "cuda" else f"{cpus}, no GPU"
 
 
 def bench(preset: str, device: str, decoder: str | None = None, size: int | None = None, chunks: int | None = None,
@@ -270,7 +275,7 @@ def bench(preset: str, device: str, decoder: str | None = None, size: int | None
     vae_dim, decoder = vae_dim or defaults["vae_dim"], decoder or defaults["decoder"]
     model, vae, dec = bench_models(preset, dev, vae_dim, decoder)
     pipe = LipSyncPipeline(model, vae, dec)
-    warm = bench_inputs(1, size)
+    warm = bench_inputs(2, size)  # both chunk shapes (9 and 12 frames) and the teacher's code path
     run_student(pipe, *warm)
     run_teacher(model, vae, dec, *warm, steps=1)
     frames, audio, mask = bench_inputs(chunks, size)

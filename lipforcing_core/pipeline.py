@@ -113,10 +113,16 @@ class SourceFrames:
         return self.frames[:, :, idx].float()
 
 
-def _mask_array(mask: Tensor | np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def _as_array(mask: Tensor | np.ndarray) -> np.ndarray:
     m = np.asarray(mask.detach().cpu() if isinstance(mask, Tensor) else mask, dtype=np.float32)
     if m.ndim != 2:
         raise ValueError(f"mask: expected a 2-D [H, W] keep-mask (1 = keep, 0 = mouth), got shape {m.shape}")
+    return m
+
+
+def _mask_array(mask: Tensor | np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """The mask as float32, checked against the frame size ``hw`` (same size or aspect ratio) and range."""
+    m = _as_array(mask)
     (mh, mw), (h, w) = m.shape, hw
     if mh * w != mw * h:
         raise ValueError(f"mask is {mh}x{mw} but the frames are {h}x{w}: the mask must have the frames' size "
@@ -136,9 +142,7 @@ def pixel_mask(mask: Tensor | np.ndarray, hw: tuple[int, int]) -> Tensor:
 
 def latent_mask(mask: Tensor | np.ndarray, latent_hw: tuple[int, int]) -> Tensor:
     """Binary ``[h, w]`` keep-mask on the latent grid: bilinear resize of the given mask, then ``> 0.5`` (official)."""
-    m = torch.as_tensor(np.asarray(mask.detach().cpu() if isinstance(mask, Tensor) else mask, dtype=np.float32))
-    if m.ndim != 2:
-        raise ValueError(f"mask: expected a 2-D [H, W] keep-mask (1 = keep, 0 = mouth), got shape {tuple(m.shape)}")
+    m = torch.from_numpy(_as_array(mask))
     small = F.interpolate(m[None, None], size=tuple(latent_hw), mode="bilinear", align_corners=False)[0, 0]
     return (small > 0.5).float()
 
