@@ -184,3 +184,13 @@ def test_bad_input_raises_clear_errors(dit, vae, case, match):
         mask = np.full((32, 32), 255.0)
     with pytest.raises(ValueError, match=match):
         next(pipe.stream(video, audio, mask, **kwargs))
+
+
+def test_batched_channels_first_input(dit, vae):
+    video, audio, mask = clip(9)
+    nchw = torch.from_numpy(video).float().div(255).mul(2).sub(1).permute(3, 0, 1, 2)[None]
+    pipe = LipSyncPipeline(dit, vae)
+    torch.testing.assert_close(pipe.run(nchw, audio, mask, seed=5), pipe.run(video, audio, mask, seed=5), atol=1e-6, rtol=0)
+    both = pipe.run(nchw.expand(2, -1, -1, -1, -1), audio, mask, seed=5)
+    assert both.shape == (2, 3, 9, SIZE, SIZE) and torch.isfinite(both).all()
+    assert not torch.allclose(both[0], both[1])  # one noise tensor for the batch: each sample its own draws
