@@ -38,16 +38,25 @@ import torch
 from .config import STREAM_FULL, STREAM_WINDOW, CausalSpec, DiTConfig, get_preset
 from .face.mask import load_mouth_mask
 from .models.dit import LipForcingDiT
-from .pipeline import (SPACE_FACTOR, LipSyncPipeline, SourceFrames, StageTimer, build_y, frames_to_uint8,
-                       generation_length, latent_mask, pixel_mask)
+from .pipeline import (
+    SPACE_FACTOR,
+    LipSyncPipeline,
+    SourceFrames,
+    StageTimer,
+    build_y,
+    frames_to_uint8,
+    generation_length,
+    latent_mask,
+    pixel_mask,
+)
 from .sampling.causal import SeededNoise
 from .sampling.schedule import STUDENT_T_LIST
 from .sampling.teacher import sample_teacher, teacher_passes
 from .vae.taehv import TAEHV
 from .vae.wan_vae import WanVAE, WanVAEConfig
 
-CPU_DEFAULTS = dict(size=128, chunks=4, memory_chunks=(4, 16), vae_dim=4, decoder="wan")
-CUDA_DEFAULTS = dict(size=512, chunks=7, memory_chunks=(4, 16), vae_dim=96, decoder="taehv")
+CPU_DEFAULTS = {"size": 128, "chunks": 4, "memory_chunks": (4, 16), "vae_dim": 4, "decoder": "wan"}
+CUDA_DEFAULTS = {"size": 512, "chunks": 7, "memory_chunks": (4, 16), "vae_dim": 96, "decoder": "taehv"}
 TEACHER_STEPS, TEACHER_SHIFT, TEACHER_CFG = 50, 5.0, 4.5
 
 

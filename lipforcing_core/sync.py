@@ -19,7 +19,13 @@ from .audio import encode_audio, load_audio, load_wav2vec2
 from .checkpoints import CheckpointError, load_dit, read_state_dict
 from .config import STREAM_FULL, STREAM_WINDOW
 from .face import FaceAligner, load_mouth_mask, paste_back
-from .pipeline import FPS, LipSyncPipeline, frames_to_uint8, generation_length, pingpong_indices
+from .pipeline import (
+    FPS,
+    LipSyncPipeline,
+    frames_to_uint8,
+    generation_length,
+    pingpong_indices,
+)
 from .sampling.schedule import STUDENT_T_LIST
 from .vae import load_taehv, load_wan_vae
 from .video import convert_fps, read_video, write_video

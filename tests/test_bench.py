@@ -7,8 +7,14 @@ import json
 import pytest
 import torch
 
-from lipforcing_core.bench import (dit_pass_flops, flops_table, memory_probe, random_dit, student_flops_per_frame,
-                                   teacher_flops_per_frame)
+from lipforcing_core.bench import (
+    dit_pass_flops,
+    flops_table,
+    memory_probe,
+    random_dit,
+    student_flops_per_frame,
+    teacher_flops_per_frame,
+)
 from lipforcing_core.cli import main
 from lipforcing_core.config import STREAM_FULL, get_preset
 

@@ -111,7 +111,7 @@ def test_streaming_cases_c_d(model, gold, inputs, case, spec, variant):
     for k, state, got in stream_clip(model, inputs, g["noise"], eps, spec, bf16=variant == "bf16attn"):
         prefix = f"{variant}.chunk{k}."
         for name in ("flow_step1", "x0_step1", "xt_step2", "flow_step2", "x0_step2", "flow_cachewrite"):
-            torch.testing.assert_close(got[name], g[prefix + name], **tol, msg=lambda m: f"{prefix}{name}: {m}")
+            torch.testing.assert_close(got[name], g[prefix + name], **tol, msg=lambda m, p=prefix, n=name: f"{p}{n}: {m}")
         fs = state.caches[0].fs
         assert state.caches[0].frames * fs == g[prefix + "cache_local_end_index"].item()
         assert state.caches[0].end_frame * fs == g[prefix + "cache_global_end_index"].item()

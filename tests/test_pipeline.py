@@ -11,8 +11,18 @@ import torch
 from lipforcing_core.bench import random_dit
 from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW
 from lipforcing_core.face.mask import load_mouth_mask
-from lipforcing_core.pipeline import (LipSyncPipeline, PrecomputedLatents, SourceFrames, StreamingEncoder, chunk_frames,
-                                      frames_to_uint8, generation_length, latent_mask, pingpong_indices, pixel_mask)
+from lipforcing_core.pipeline import (
+    LipSyncPipeline,
+    PrecomputedLatents,
+    SourceFrames,
+    StreamingEncoder,
+    chunk_frames,
+    frames_to_uint8,
+    generation_length,
+    latent_mask,
+    pingpong_indices,
+    pixel_mask,
+)
 from lipforcing_core.sampling.causal import ReplayNoise
 from lipforcing_core.vae.wan_vae import WanVAE, WanVAEConfig
 
@@ -108,7 +118,7 @@ def test_generator_equals_whole_clip_and_streamed_decode(dit, vae):
 
 def test_window_and_full_attention_agree_until_eviction(dit):
     rng = torch.Generator().manual_seed(0)
-    lat = lambda: torch.randn(1, 16, 9, 4, 4, generator=rng)  # noqa: E731
+    lat = lambda: torch.randn(1, 16, 9, 4, 4, generator=rng)
     source = PrecomputedLatents(lat(), lat())
     audio, noise, eps = torch.randn(1, 33, 10752, generator=rng), lat(), [lat()[:, :, :3] for _ in range(3)]
     out = {}

@@ -11,7 +11,7 @@ from lipforcing_core.models.dit import LipForcingDiT
 from lipforcing_core.pipeline import LipSyncPipeline, PrecomputedLatents, build_y
 from lipforcing_core.sampling.causal import ReplayNoise, SeededNoise, check_t_list
 
-FP32 = dict(atol=5e-5, rtol=1e-4)
+FP32 = {"atol": 5e-5, "rtol": 1e-4}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_pipeline_reproduces_streaming_golden(model, gold, case, spec):
     for k, record in enumerate(records):
         for name in ("flow_step1", "x0_step1", "xt_step2", "flow_step2", "x0_step2", "flow_cachewrite"):
             torch.testing.assert_close(record[name], g[f"fp32attn.chunk{k}.{name}"], **FP32,
-                                       msg=lambda m: f"chunk{k}.{name}: {m}")
+                                       msg=lambda m, k=k, name=name: f"chunk{k}.{name}: {m}")
     torch.testing.assert_close(torch.cat([c.latents for c in chunks], 2), g["fp32attn.final_latents"], **FP32)
 
 

@@ -7,8 +7,13 @@ import torch
 from safetensors.torch import load_file
 
 from lipforcing_core.sampling.schedule import teacher_timesteps
-from lipforcing_core.sampling.teacher import (SYNC_BAND, cfg_combine, cfg_scale_at, sample_teacher,
-                                              teacher_passes)
+from lipforcing_core.sampling.teacher import (
+    SYNC_BAND,
+    cfg_combine,
+    cfg_scale_at,
+    sample_teacher,
+    teacher_passes,
+)
 
 
 class ConstantX0:

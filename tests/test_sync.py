@@ -13,9 +13,9 @@ from scipy.io import wavfile
 
 from lipforcing_core.audio.wav2vec2 import Wav2Vec2Config, build_model
 from lipforcing_core.bench import random_dit
+from lipforcing_core.checkpoints import CheckpointError
 from lipforcing_core.cli import main
 from lipforcing_core.sync import load_text, mono_or_stereo
-from lipforcing_core.checkpoints import CheckpointError
 from lipforcing_core.vae.wan_vae import WanVAE, WanVAEConfig
 from lipforcing_core.video import read_video, write_video
 

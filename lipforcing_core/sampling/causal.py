@@ -17,6 +17,7 @@ tensors (:class:`ReplayNoise`, used to reproduce the golden vectors).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Protocol
 
 import torch
@@ -37,7 +38,7 @@ def check_t_list(t_list: Sequence[float]) -> tuple[float, ...]:
     if not 1 <= steps <= MAX_STEPS or ts[-1] != 0.0:
         raise ValueError(f"t_list must be 2-{MAX_STEPS + 1} times ending in 0.0 (1-{MAX_STEPS} denoising steps), "
                          f"e.g. {STUDENT_T_LIST}; got {ts}")
-    if any(not 0.0 < t < 1.0 for t in ts[:-1]) or any(a <= b for a, b in zip(ts, ts[1:])):
+    if any(not 0.0 < t < 1.0 for t in ts[:-1]) or any(a <= b for a, b in pairwise(ts)):
         raise ValueError(f"t_list must decrease strictly from below 1.0 to 0.0, got {ts}")
     return ts
 
@@ -133,7 +134,7 @@ class CausalSampler:
         ``flow_step{i}``, ``x0_step{i}``, ``xt_step{i}`` (i from 1).
         """
         ts = self.t_list
-        for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:]), start=1):
+        for i, (t, t_next) in enumerate(pairwise(ts), start=1):
             flow = self.model.forward_chunk(x_t, t, y, state, start_frame=start_frame, bf16_attn=self.bf16_attn)
             x0 = x0_from_flow(x_t, flow, t)
             if record is not None:

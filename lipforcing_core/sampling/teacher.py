@@ -14,6 +14,7 @@ Sync-window CFG (Lip Forcing's SW-DMD rule, also used by training): the scale ap
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 
 import torch
 from torch import Tensor
@@ -62,7 +63,7 @@ def sample_teacher(model: LipForcingDiT, noise: Tensor, y: Tensor, context: Tens
     neg_audio = None if audio_emb is None else torch.zeros_like(audio_emb)
     ts = teacher_timesteps(steps, shift).tolist()
     x = noise
-    for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
+    for i, (t, t_next) in enumerate(pairwise(ts)):
         x0 = x0_from_flow(x, model(x, t, y, context, audio_emb), t)
         scale = cfg_scale_at(t, cfg_scale, sync_band)
         if scale != 1.0:
