@@ -15,13 +15,7 @@ FP32 = dict(atol=5e-5, rtol=1e-4)
 BF16 = dict(atol=2e-3, rtol=1e-3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    with torch.no_grad():
-        yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("two_threads_no_grad")
 
 
 @pytest.fixture(scope="module")
