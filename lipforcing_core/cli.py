@@ -13,6 +13,7 @@ import importlib
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lipforcing_core.inspect", "describe a DiT checkpoint file or preset (kind, preset, params, keys)"),
+    "train-demo": ("lipforcing_core.demo.recipe", "retrain the demo VAE or SyncNet from scratch on CPU (--stage vae|syncnet)"),
 }
 
 
