@@ -10,11 +10,11 @@ Two procedures share the network and the offset search but differ in windowing a
   of a batch, averaging only real lip/audio pairs at each shift. No gradients.
 
 Frames are RGB, either channels-last ``[..., T, H, W, 3]`` (ComfyUI IMAGE layout) or channels-first
-``[..., T, 3, H, W]``; uint8 0..255 or float 0..1. They are resized bilinearly to 224×224 and
-turned into the raw BGR 0..255 pixels SyncNet was trained on. Any network with SyncNet v2's
-interface (``forward_aud`` on [N, 1, 13, 20] MFCC windows, ``forward_lip_clip`` on BGR clips of
-side ``lip_size``, e.g. the demo domain's small SyncNet) can be scored with the same code. Audio is a waveform in [-1, 1]
-(or int16 samples); video must be 25 fps, and audio is resampled to 16 kHz if needed.
+``[..., T, 3, H, W]``; uint8 0..255 or float 0..1. They are resized bilinearly to the model's
+``lip_size`` (224×224 for SyncNet v2) and turned into the raw BGR 0..255 pixels SyncNet was
+trained on. Any network with SyncNet v2's interface (``forward_aud`` on [N, 1, 13, 20] MFCC
+windows, ``forward_lip_clip`` on BGR clips, ``lip_size``; e.g. the demo domain's small SyncNet)
+is scored by the same code. Audio is a waveform in [-1, 1] (or int16 samples); video must be 25 fps, and audio is resampled to 16 kHz if needed.
 """
 
 from __future__ import annotations
