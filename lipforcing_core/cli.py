@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lipforcing_core.inspect", "describe a DiT checkpoint file or preset (kind, preset, params, keys)"),
     "train": ("lipforcing_core.training.command", "train the teacher, the stage-1 DF student or the stage-2 DMD student"),
     "analyze": ("lipforcing_core.training.analysis", "teacher ODE analysis: CFG vs no-CFG x0 per step (table + plot)"),
+    "train-demo": ("lipforcing_core.demo.recipe", "retrain the demo VAE or SyncNet from scratch on CPU (--stage vae|syncnet)"),
 }
 
 
