@@ -159,3 +159,26 @@ def test_cli_parses_stages_and_steps():
     assert args.stage == "all" and _parse_steps(args.steps) == {"teacher": 5, "df": 5, "dmd": 2}
     with pytest.raises(SystemExit, match="stage"):
         _parse_steps(["vae=3"])
+
+
+def test_train_demo_dit_command_writes_loadable_teacher_and_student(tmp_path):
+    from lipforcing_core.cli import main
+    from lipforcing_core.demo.recipe import DEMO_VAE, read_metadata, save_weights
+
+    torch.manual_seed(0)
+    save_weights(WanVAE(dataclasses.replace(DEMO_VAE, dim=4)), tmp_path / "vae.safetensors")
+    save_weights(SmallSyncNet(SmallSyncNetConfig(lip_channels=(4, 4, 4, 4), audio_channels=(4, 4, 4, 4), hidden=16,
+                                                 embed_dim=8)), tmp_path / "sync.safetensors")
+    run, weights = tmp_path / "run", tmp_path / "weights"
+    assert main(["train-demo-dit", "--stage", "all", "--clips", "2", "--latent-frames", "6", "--steps", "1",
+                 "--run-dir", str(run), "--weights-dir", str(weights), "--vae", str(tmp_path / "vae.safetensors"),
+                 "--syncnet", str(tmp_path / "sync.safetensors")]) == 0
+    assert len(ClipFolder(run / "data")) == 2
+    for stage in ("teacher", "df", "dmd"):
+        report = json.loads((run / f"{stage}_report.json").read_text())
+        assert report["steps"] == 1 and report["steps_per_s"] > 0
+    assert "sync_c" in json.loads((run / "dmd_report.json").read_text())["history"][0]
+    for name in ("demo_teacher", "demo_student"):
+        path = weights / f"{name}.safetensors"
+        assert read_metadata(path)["preset"] == "demo" and read_metadata(path)["train"]["steps"] == 1
+        assert load_dit(path).config == get_preset("demo")

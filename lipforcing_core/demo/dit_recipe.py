@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..checkpoints import read_state_dict
+from ..config import get_preset
 from ..face.mask import load_mouth_mask
 from ..training.config import DFConfig, DMDConfig, TeacherConfig, TrainConfig
 from ..training.data import Clip, ClipFolder, InMemoryClips, save_clip
@@ -180,7 +181,10 @@ def build_trainer(stage: str, cfg: TrainConfig, dataset, *, vae=None, syncnet=No
 
 
 def ship(exported: str | Path, dest: str | Path, **metadata: object) -> Path:
-    """Copy an exported float32 DiT to ``dest`` as float16 safetensors (official flat layout) with JSON metadata."""
+    """Copy an exported float32 DiT to ``dest`` as float16 safetensors (official flat layout).
+
+    The metadata holds JSON ``preset``, ``config`` and ``metadata`` (read with ``recipe.read_metadata``).
+    """
     state = read_state_dict(exported)
     half = {k: v.half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
     bad = [k for k, v in half.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -188,7 +192,8 @@ def ship(exported: str | Path, dest: str | Path, **metadata: object) -> Path:
         raise ValueError(f"{exported}: weights overflow float16 in {bad[:3]}")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": "pt", "preset": PRESET} | {k: json.dumps(v) for k, v in metadata.items()}
+    card = {"preset": PRESET, "config": dataclasses.asdict(get_preset(PRESET))} | metadata
+    meta = {k: json.dumps(v) for k, v in card.items()}
     save_file(half, str(dest), metadata=meta)
     return dest
 
