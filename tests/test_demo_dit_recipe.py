@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from lipforcing_core.demo.dit_recipe import (
     VAEFrames,
     build_trainer,
     dubbing_seeds,
+    evaluate_student,
     latent_keep_mask,
     pixel_keep_mask,
     prepare,
@@ -144,6 +146,10 @@ def test_recipe_stages_in_miniature(vae, data, tmp_path):
     assert out.shape == batch["latents"].shape and torch.isfinite(out).all()
     torch.testing.assert_close(out, ref, rtol=0, atol=0.05)
 
+    metrics = evaluate_student(loaded, vae, dataclasses.replace(SMALL, clips=1, split="heldout"))
+    assert metrics["clips"] == 1 and all(math.isfinite(v) for v in metrics.values())
+    assert metrics["psnr_mouth_vae_db"] != metrics["psnr_mouth_db"] != metrics["psnr_mouth_silent_db"]
+
 
 def test_vae_frames_decodes_like_taehv_interface(vae):
     latents = torch.randn(1, 16, 2, 4, 4)
@@ -182,3 +188,7 @@ def test_train_demo_dit_command_writes_loadable_teacher_and_student(tmp_path):
         path = weights / f"{name}.safetensors"
         assert read_metadata(path)["preset"] == "demo" and read_metadata(path)["train"]["steps"] == 1
         assert load_dit(path).config == get_preset("demo")
+    assert main(["train-demo-dit", "--stage", "eval", "--student", str(weights / "demo_student.safetensors"),
+                 "--eval-clips", "1", "--latent-frames", "6", "--run-dir", str(run),
+                 "--vae", str(tmp_path / "vae.safetensors")]) == 0
+    assert json.loads((run / "eval.json").read_text())["clips"] == 1

@@ -29,14 +29,17 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from ..checkpoints import read_state_dict
-from ..config import get_preset
+from ..checkpoints import load_dit, read_state_dict
+from ..config import STREAM_WINDOW, get_preset
 from ..face.mask import load_mouth_mask
 from ..training.config import DFConfig, DMDConfig, TeacherConfig, TrainConfig
-from ..training.data import Clip, ClipFolder, InMemoryClips, save_clip
+from ..sampling.schedule import STUDENT_T_LIST
+from ..training.data import Clip, ClipFolder, InMemoryClips, conditioning, save_clip
+from ..training.rollout import self_rollout
 from .audio_features import LogMelFeatures
 from .dataset import clip_seeds
 from .synthetic import make_clip, num_frames
+from .vae_train import psnr
 
 PRESET = "demo"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -97,28 +100,37 @@ def to_video(frames: Tensor) -> Tensor:
     return (frames * 255).round().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
 
 
-@torch.no_grad()
-def prepare_clip(vae, features: LogMelFeatures, seeds: tuple[int, int, int, int], cfg: PrepareConfig) -> Clip:
-    """One training clip (see :mod:`lipforcing_core.training.data`) plus its target ``waveform``."""
+def render_pair(seeds: tuple[int, int, int, int], cfg: PrepareConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """``(target video, source video, target waveform)`` of one dubbing clip; videos ``[1, 3, T, H, W]`` in [-1, 1]."""
     identity, source_utt, target_utt, start = seeds
     frames = slice(start, start + cfg.frames)
     target = make_clip(identity, target_utt, cfg.render_s, cfg.size)
     source = make_clip(identity, source_utt, cfg.render_s, cfg.size)
     spf = target.sample_rate // 25
     waveform = target.audio[start * spf:(start + cfg.frames) * spf]
-    keep = pixel_keep_mask(cfg.size)
-    src_video = to_video(source.frames[frames])
+    return to_video(target.frames[frames]), to_video(source.frames[frames]), waveform
+
+
+@torch.no_grad()
+def encode_pair(vae, features: LogMelFeatures, target: Tensor, source: Tensor, waveform: Tensor) -> Clip:
+    """The training clip (see :mod:`lipforcing_core.training.data`) of a rendered pair, plus its ``waveform``."""
+    keep = pixel_keep_mask(target.shape[-1])
     # one batched encode (twice as fast on CPU as three)
-    latents, masked, ref = vae.encode(torch.cat([to_video(target.frames[frames]), src_video * keep, src_video]))
+    latents, masked, ref = vae.encode(torch.cat([target, source * keep, source]))
     return {
         "latents": latents,
         "masked_video": masked,
         "ref_sequence": ref,
         "mask": latent_keep_mask(keep, tuple(latents.shape[-2:])),
-        "audio": features(waveform, num_frames=cfg.frames)[0],
+        "audio": features(waveform, num_frames=target.shape[2])[0],
         "text": torch.zeros(1, TEXT_DIM),
         "waveform": waveform,
     }
+
+
+def prepare_clip(vae, features: LogMelFeatures, seeds: tuple[int, int, int, int], cfg: PrepareConfig) -> Clip:
+    """Render and encode the dubbing clip of ``seeds``."""
+    return encode_pair(vae, features, *render_pair(seeds, cfg))
 
 
 def prepare(vae, out_dir: str | Path, cfg: PrepareConfig = PrepareConfig(), log: Log = print) -> list[Path]:
@@ -215,6 +227,42 @@ def train_stage(stage: str, cfg: TrainConfig, dataset, run_dir: str | Path, *, v
     return report
 
 
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def sample_student(student: nn.Module, batch: Clip, audio: Tensor | None, seed: int) -> Tensor:
+    """The inference sampler on a batch: two steps per chunk, released window, seeded noise -> latents."""
+    steps = len(STUDENT_T_LIST) - 1
+    noise = torch.randn(steps, *batch["latents"].shape, generator=torch.Generator().manual_seed(seed))
+    return self_rollout(student, noise.to(batch["latents"]), conditioning(batch), batch["text"], audio,
+                        t_list=STUDENT_T_LIST, exit_step=steps - 1, spec=STREAM_WINDOW)
+
+
+@torch.no_grad()
+def evaluate_student(student: nn.Module, vae, cfg: PrepareConfig, seed: int = 0) -> dict[str, float]:
+    """Dubbing on ``cfg``'s clips (use ``split="heldout"``), means over clips of PSNR in dB of decoded frames:
+
+    ``psnr_mouth_db`` / ``psnr_mouth_silent_db``: the student's mouth region (the mask's generate area)
+    against the ground-truth rendering, with the target audio / zero audio (the lip-sync gain is the
+    difference); ``psnr_mouth_vae_db``: the VAE's own reconstruction there (the ceiling);
+    ``psnr_mouth_source_db``: the un-dubbed source there (what copying the reference scores);
+    ``psnr_outside_db``: the student's frames outside the mouth against the source (no compositing).
+    """
+    features, rows = LogMelFeatures(), []
+    mouth = 1 - pixel_keep_mask(cfg.size)
+    for i, seeds in enumerate(dubbing_seeds(cfg)):
+        target, source, waveform = render_pair(seeds, cfg)
+        batch = {k: v[None] for k, v in encode_pair(vae, features, target, source, waveform).items()}
+        gen = sample_student(student, batch, batch["audio"], seed + i)
+        silent = sample_student(student, batch, torch.zeros_like(batch["audio"]), seed + i)
+        dubbed, muted, recon = vae.decode(torch.cat([gen, silent, batch["latents"]])).split(1)
+        rows.append({"psnr_mouth_db": psnr(dubbed, target, mouth), "psnr_mouth_silent_db": psnr(muted, target, mouth),
+                     "psnr_mouth_vae_db": psnr(recon, target, mouth), "psnr_mouth_source_db": psnr(source, target, mouth),
+                     "psnr_outside_db": psnr(dubbed, source, 1 - mouth)})
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} | {"clips": len(rows)}
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 
@@ -231,8 +279,9 @@ def _parse_steps(items: list[str]) -> dict[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stage", choices=(*STAGES, "all"), required=True,
-                        help="prepare the clips, train one stage (from the previous stages' exports), or all")
+    parser.add_argument("--stage", choices=(*STAGES, "all", "eval"), required=True,
+                        help="prepare the clips, train one stage (from the previous stages' exports), all of them, "
+                             "or eval: dub held-out clips with --student and write run-dir/eval.json")
     parser.add_argument("--steps", action="append", default=[], metavar="[STAGE=]N",
                         help="training steps of every stage, or of one stage (teacher=3000); repeatable")
     parser.add_argument("--clips", type=int, default=PrepareConfig.clips, help="training clips to prepare")
@@ -245,6 +294,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae", help="demo VAE weights (default: the shipped demo_vae.safetensors)")
     parser.add_argument("--syncnet", help="demo SyncNet weights for the stage-2 reward (default: the shipped one)")
     parser.add_argument("--no-reward", action="store_true", help="stage 2 without the SyncNet reward")
+    parser.add_argument("--student", type=Path, default=STUDENT_FILE, help="student weights to evaluate")
+    parser.add_argument("--eval-clips", type=int, default=16, help="held-out clips to dub in --stage eval")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
 
 
@@ -252,6 +303,13 @@ def run(args: argparse.Namespace) -> int:
     from .recipe import SYNCNET_FILE, VAE_FILE, load_demo_syncnet, load_demo_vae
 
     torch.set_num_threads(args.threads)
+    if args.stage == "eval":
+        cfg = PrepareConfig(clips=args.eval_clips, latent_frames=args.latent_frames, split="heldout", seed=args.seed)
+        metrics = evaluate_student(load_dit(args.student, dtype=torch.float32), load_demo_vae(args.vae or VAE_FILE), cfg)
+        args.run_dir.mkdir(parents=True, exist_ok=True)
+        (args.run_dir / "eval.json").write_text(json.dumps(metrics, indent=1))
+        print(json.dumps(metrics, indent=1))
+        return 0
     steps = _parse_steps(args.steps)
     stages = STAGES if args.stage == "all" else (args.stage,)
     data = args.run_dir / "data"
