@@ -37,7 +37,8 @@ from lipforcing_core.vae.wan_vae import PRESETS as VAE_PRESETS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SMALL = PrepareConfig(clips=3, latent_frames=6, size=32, render_s=1.2)  # 21 frames: the shortest clip the sync-C reward takes
+# 21 frames: the shortest clip the sync-C reward takes
+SMALL = PrepareConfig(clips=3, latent_frames=6, size=32, render_s=1.2)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,7 @@ def _loss_at_step0(trainer) -> float:
 def test_recipe_stages_in_miniature(vae, data, tmp_path):
     dataset = InMemoryClips(list(ClipFolder(data)))
     configs = stage_configs(str(data), tmp_path)
-    fast = dict(batch_size=2, save_every=10**6, ema_decay=0.0)
+    fast = {"batch_size": 2, "save_every": 10**6, "ema_decay": 0.0}
     for stage, steps in (("teacher", 6), ("df", 12)):  # stage 1 starts from the teacher export
         cfg = dataclasses.replace(configs[stage], steps=steps, lr=1e-3, **fast)
         trainer = build_trainer(stage, cfg, dataset)

@@ -4,6 +4,7 @@
 VAE and SyncNet (``train-demo --stage vae|syncnet``) and writes ``demo_teacher.safetensors`` and
 ``demo_student.safetensors`` (official flat DiT layout, float16, preset ``demo``) into
 ``lipforcing_core/demo/weights/``; intermediate runs, exports and per-stage throughput go to ``--run-dir``.
+``--stage eval`` dubs held-out clips with a student and reports mouth PSNR with and without the audio.
 
 Training clips are *dubbing* pairs, the situation the model meets at inference: one identity with its
 head motion says a source utterance (the unmasked ``ref_sequence`` and the mouth-masked video) and a
@@ -20,9 +21,9 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +33,8 @@ from torch import Tensor, nn
 from ..checkpoints import load_dit, read_state_dict
 from ..config import STREAM_WINDOW, get_preset
 from ..face.mask import load_mouth_mask
-from ..training.config import DFConfig, DMDConfig, TeacherConfig, TrainConfig
 from ..sampling.schedule import STUDENT_T_LIST
+from ..training.config import DFConfig, DMDConfig, TeacherConfig, TrainConfig
 from ..training.data import Clip, ClipFolder, InMemoryClips, conditioning, save_clip
 from ..training.rollout import self_rollout
 from .audio_features import LogMelFeatures
@@ -96,7 +97,7 @@ def latent_keep_mask(mask: Tensor, latent_hw: tuple[int, int]) -> Tensor:
 
 
 def to_video(frames: Tensor) -> Tensor:
-    """Rendered frames ``[T, H, W, 3]`` in 0..1 -> VAE input ``[1, 3, T, H, W]`` in [-1, 1], via uint8 like a video file."""
+    """Frames ``[T, H, W, 3]`` in 0..1 -> VAE input ``[1, 3, T, H, W]`` in [-1, 1], via uint8 like a video file."""
     return (frames * 255).round().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
 
 
@@ -134,7 +135,7 @@ def prepare_clip(vae, features: LogMelFeatures, seeds: tuple[int, int, int, int]
 
 
 def prepare(vae, out_dir: str | Path, cfg: PrepareConfig = PrepareConfig(), log: Log = print) -> list[Path]:
-    """Render, encode and save ``cfg.clips`` clips as ``clip_00000.safetensors`` ...; ``prepare.json`` records the seeds."""
+    """Render, encode and save ``cfg.clips`` clips as ``clip_00000.safetensors`` ...; seeds go to ``prepare.json``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     features, seeds, paths = LogMelFeatures(), dubbing_seeds(cfg), []
@@ -155,7 +156,7 @@ def prepare(vae, out_dir: str | Path, cfg: PrepareConfig = PrepareConfig(), log:
 def stage_configs(data: str, run_dir: str | Path) -> dict[str, TrainConfig]:
     """The demo recipe's trainer configs (small batches and larger learning rates than the paper's)."""
     run = Path(run_dir)
-    common = dict(preset=PRESET, data=data, save_every=500, log_every=25, grad_clip=1.0)
+    common = {"preset": PRESET, "data": data, "save_every": 500, "log_every": 25, "grad_clip": 1.0}
     return {
         "teacher": TeacherConfig(**common, out_dir=str(run / "teacher"), steps=3000, batch_size=8, lr=3e-4,
                                  ema_decay=0.999, text_drop=0.0),
@@ -196,7 +197,7 @@ def build_trainer(stage: str, cfg: TrainConfig, dataset, *, vae=None, syncnet=No
 def ship(exported: str | Path, dest: str | Path, **metadata: object) -> Path:
     """Copy an exported float32 DiT to ``dest`` as float16 safetensors (official flat layout).
 
-    The metadata holds JSON ``preset``, ``config`` and ``metadata`` (read with ``recipe.read_metadata``).
+    The metadata holds JSON ``preset``, ``config`` and the given entries (read with ``recipe.read_metadata``).
     """
     state = read_state_dict(exported)
     half = {k: v.half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
@@ -257,8 +258,10 @@ def evaluate_student(student: nn.Module, vae, cfg: PrepareConfig, seed: int = 0)
         gen = sample_student(student, batch, batch["audio"], seed + i)
         silent = sample_student(student, batch, torch.zeros_like(batch["audio"]), seed + i)
         dubbed, muted, recon = vae.decode(torch.cat([gen, silent, batch["latents"]])).split(1)
-        rows.append({"psnr_mouth_db": psnr(dubbed, target, mouth), "psnr_mouth_silent_db": psnr(muted, target, mouth),
-                     "psnr_mouth_vae_db": psnr(recon, target, mouth), "psnr_mouth_source_db": psnr(source, target, mouth),
+        rows.append({"psnr_mouth_db": psnr(dubbed, target, mouth),
+                     "psnr_mouth_silent_db": psnr(muted, target, mouth),
+                     "psnr_mouth_vae_db": psnr(recon, target, mouth),
+                     "psnr_mouth_source_db": psnr(source, target, mouth),
                      "psnr_outside_db": psnr(dubbed, source, 1 - mouth)})
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} | {"clips": len(rows)}
 
@@ -305,7 +308,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.stage == "eval":
         cfg = PrepareConfig(clips=args.eval_clips, latent_frames=args.latent_frames, split="heldout", seed=args.seed)
-        metrics = evaluate_student(load_dit(args.student, dtype=torch.float32), load_demo_vae(args.vae or VAE_FILE), cfg)
+        student = load_dit(args.student, dtype=torch.float32)
+        metrics = evaluate_student(student, load_demo_vae(args.vae or VAE_FILE), cfg)
         args.run_dir.mkdir(parents=True, exist_ok=True)
         (args.run_dir / "eval.json").write_text(json.dumps(metrics, indent=1))
         print(json.dumps(metrics, indent=1))
