@@ -81,22 +81,23 @@ def denormalize_latent(latent: Tensor) -> Tensor:
 def _frames_conv(conv: nn.Conv3d, parts: list[Tensor], padding_hw: tuple[int, int]) -> Tensor:
     """``conv`` (no time padding) over the time-concatenation of ``parts`` as ONE 2D conv.
 
-    Each output frame's ``kt`` input taps are stacked along channels (``c * kt + k``, so the
-    weight reshapes to 2D) and time goes into the batch. The work is channels-last: inputs are
-    read as ``(B, T, H, W, C)`` and the result is a ``[B, C, T, H, W]`` view of that memory
-    (``channels_last_3d``), so chained convs and per-frame 2D layers need no layout copies. On
-    CPU, oneDNN's channels-last 2D kernels are several times faster than its Conv3d for small
-    widths; numerically this differs from Conv3d only in summation order.
+    Each output frame's ``kt`` input taps are concatenated along channels (``k * C + c``) and
+    time goes into the batch. The work is channels-last: inputs are read as ``(B, T, H, W, C)``
+    and the result is a ``[B, C, T, H, W]`` view of that memory (``channels_last_3d``), so chained
+    convs and per-frame 2D layers need no layout copies. On CPU, oneDNN's channels-last 2D
+    kernels are several times faster than its Conv3d for small widths; numerically this differs
+    from Conv3d only in summation order.
     """
     frames = [p.permute(0, 2, 3, 4, 1) for p in parts]
     x = torch.cat(frames, 1) if len(frames) > 1 else frames[0]
-    b, _, h, w, c = x.shape
+    b, tp, h, w, c = x.shape
     out, _, kt, kh, kw = conv.weight.shape
     st = conv.stride[0]
-    x = x.unfold(1, kt, st)  # [B, T, H, W, C, kt]: a view of the taps
-    t = x.shape[1]
-    x = x.reshape(b * t, h, w, c * kt).permute(0, 3, 1, 2)
-    weight = conv.weight.reshape(out, c * kt, kh, kw).contiguous(memory_format=torch.channels_last)
+    t = (tp - kt) // st + 1
+    if kt > 1 or st > 1:
+        x = torch.cat([x[:, k:k + st * (t - 1) + 1:st] for k in range(kt)], -1)
+    x = x.reshape(b * t, h, w, kt * c).permute(0, 3, 1, 2)
+    weight = conv.weight.transpose(1, 2).reshape(out, kt * c, kh, kw).contiguous(memory_format=torch.channels_last)
     y = F.conv2d(x, weight, conv.bias, conv.stride[1:], padding_hw)
     return y.permute(0, 2, 3, 1).reshape(b, t, *y.shape[-2:], out).permute(0, 4, 1, 2, 3)
 
