@@ -65,6 +65,7 @@ def test_frames_path_matches_conv3d_path_and_golden(vae, cases):
     for i, name in enumerate(("latent", "decoded")):
         fast, official = results[True][i], results[False][i]
         assert fast.shape == official.shape == cases[name].shape
+        assert fast.is_contiguous()  # callers get the usual layout whichever path ran
         assert (fast - official).abs().max().item() <= TOL
         assert (official - cases[name]).abs().max().item() <= TOL
         assert (fast - cases[name]).abs().max().item() <= TOL

@@ -102,7 +102,7 @@ def _frames_conv(conv: nn.Conv3d, parts: list[Tensor], padding_hw: tuple[int, in
     return y.permute(0, 2, 3, 1).reshape(b, t, *y.shape[-2:], out).permute(0, 4, 1, 2, 3)
 
 
-def _use_frames(conv: nn.Module, x: Tensor) -> bool:
+def _use_frames(conv: FrameConv3d, x: Tensor) -> bool:
     """The stacked-taps 2D path: ``conv.frames_conv`` when set, else automatically on CPU."""
     return x.device.type == "cpu" if conv.frames_conv is None else conv.frames_conv
 
@@ -139,7 +139,7 @@ class CausalConv3d(FrameConv3d):
         if history is not None:
             x = torch.cat([history, x], 2)
             pad[4] -= history.shape[2]
-        return nn.Conv3d.forward(self, F.pad(x, pad))
+        return nn.Conv3d.forward(self, F.pad(x, pad))  # the official path
 
 
 def _tail(x: Tensor, previous: Tensor | None) -> Tensor:
@@ -386,7 +386,7 @@ class WanVAE(nn.Module):
         # Heads run per latent frame so results do not depend on how a clip is split into calls.
         moments = [self.conv1(self.encoder(video[:, :, a:b], stream.cache)) for a, b in itertools.pairwise(bounds)]
         stream.frames_seen += t
-        return torch.cat(moments, 2).chunk(2, dim=1)
+        return torch.cat(moments, 2).contiguous().chunk(2, dim=1)  # the frames path leaves channels-last
 
     def encode(self, video: Tensor, normalize: bool = True) -> Tensor:
         """Full-clip encode of ``[B, 3, 1 + 4k, H, W]`` pixels to ``[B, 16, 1 + k, H/8, W/8]`` latents."""
@@ -409,7 +409,7 @@ class WanVAE(nn.Module):
         z = denormalize_latent(latent)
         frames = [self.decoder(self.conv2(z[:, :, i:i + 1]), stream.cache) for i in range(z.shape[2])]
         stream.latents_seen += z.shape[2]
-        out = torch.cat(frames, 2)
+        out = torch.cat(frames, 2).contiguous()
         return out.clamp(-1, 1) if clamp else out
 
     def decode(self, latent: Tensor, clamp: bool = True) -> Tensor:
