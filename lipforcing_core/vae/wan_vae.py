@@ -111,6 +111,7 @@ class FrameConv3d(nn.Conv3d):
     """``nn.Conv3d`` (same parameters) that runs as one 2D conv over frames on CPU (:func:`_frames_conv`).
 
     ``frames_conv``: ``None`` picks the 2D path on CPU and Conv3d elsewhere; ``True``/``False`` force it.
+    Zero padding, ``groups=1`` and no dilation, as every conv of the VAE.
     """
 
     frames_conv: bool | None = None
