@@ -1,0 +1,66 @@
+"""Core ``nn.Module``s handed to ComfyUI's memory manager, tagged with what kind of model they are.
+
+A ``ManagedModel`` is the value that flows along our model sockets: a ``ModelPatcher`` (so ComfyUI
+can load it onto the GPU and offload it when another model needs the memory) plus the model kind,
+which lets a node reject a wrong model with a readable message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._comfy import ModelPatcher, model_management
+from ._types import LipForcingInputError
+
+# model kind -> (load device, offload device) as ComfyUI picks them for that role
+_DEVICES = {
+    "dit": (model_management.get_torch_device, model_management.unet_offload_device),
+    "vae": (model_management.vae_device, model_management.vae_offload_device),
+    "audio_encoder": (model_management.text_encoder_device, model_management.text_encoder_offload_device),
+    "syncnet": (model_management.get_torch_device, model_management.unet_offload_device),
+}
+
+KIND_NAMES = {
+    "dit": "a Lip Forcing diffusion model",
+    "vae": "a video VAE / tiny decoder",
+    "audio_encoder": "an audio encoder (wav2vec2)",
+    "syncnet": "a SyncNet model",
+}
+
+
+@dataclass
+class ManagedModel:
+    patcher: ModelPatcher
+    kind: str
+    filename: str
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.patcher.model
+
+    @property
+    def load_device(self) -> torch.device:
+        return self.patcher.load_device
+
+    def on_device(self) -> torch.nn.Module:
+        """Ask ComfyUI to load the weights onto the compute device (offloading others) and return the module."""
+        model_management.load_models_gpu([self.patcher])
+        return self.patcher.model
+
+
+def manage(module: torch.nn.Module, kind: str, filename: str) -> ManagedModel:
+    """Wrap a loaded (CPU) core module for ComfyUI's memory manager."""
+    load_device, offload_device = (pick() for pick in _DEVICES[kind])
+    module.eval().requires_grad_(False)
+    return ManagedModel(ModelPatcher(module, load_device=load_device, offload_device=offload_device), kind, filename)
+
+
+def expect(value: object, kind: str, input_name: str) -> ManagedModel:
+    """The ``ManagedModel`` wired into ``input_name``, checked to be of ``kind``."""
+    if not isinstance(value, ManagedModel) or value.kind != kind:
+        got = KIND_NAMES.get(getattr(value, "kind", None), type(value).__name__)
+        raise LipForcingInputError(input_name, f"expected {KIND_NAMES[kind]}, got {got}.",
+                                   "Wire the output of the matching Lip Forcing loader node.")
+    return value
