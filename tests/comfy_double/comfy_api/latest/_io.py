@@ -247,6 +247,12 @@ class Combo(ComfyTypeIO):
                 "control_after_generate": self.control_after_generate,
             })
 
+    class Output(Output):
+        def __init__(self, id: str = None, display_name: str = None, options: list[str] = None, tooltip: str = None,
+                     is_output_list=False):
+            super().__init__(id, display_name, tooltip, is_output_list)
+            self.options = options if options is not None else []
+
 
 def _tensor_type(io_type: str) -> type[ComfyTypeIO]:
     @comfytype(io_type=io_type)
