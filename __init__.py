@@ -23,6 +23,9 @@ def _register_bundled_core() -> None:
 
 _register_bundled_core()
 
-from .nodes import comfy_entrypoint  # noqa: E402
 
-__all__ = ["comfy_entrypoint"]
+async def comfy_entrypoint():
+    """ComfyUI's V3 entry point (ComfyUI modules are imported only now, so the folder imports anywhere)."""
+    from .nodes import comfy_entrypoint as entry
+
+    return await entry()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -18,7 +16,7 @@ import comfy_env  # noqa: E402,F401  (puts the ComfyUI test double on sys.path)
 import comfy.model_management as mm  # noqa: E402
 import comfy.utils  # noqa: E402
 import folder_paths  # noqa: E402
-from nodes import _types, memory, paths, progress  # noqa: E402
+from lipforcing_pack.nodes import _types, memory, paths, progress  # noqa: E402
 
 
 @pytest.fixture()
@@ -131,20 +129,11 @@ def test_progress_reports_previews_and_honours_cancel():
         mm.interrupt_current_processing(False)
 
 
-def test_pack_entry_point_loads_like_comfyui_and_matches_node_list():
+def test_entry_point_registers_folders_and_matches_node_list(comfy_base):
     """ComfyUI imports the repo folder as a package and awaits ``comfy_entrypoint``."""
-    root = comfy_env.REPO
-    spec = importlib.util.spec_from_file_location("lipforcing_pack", root / "__init__.py",
-                                                  submodule_search_locations=[str(root)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = pack
-    try:
-        spec.loader.exec_module(pack)
-        extension = asyncio.run(pack.comfy_entrypoint())
-        node_ids = [cls.GET_SCHEMA().node_id for cls in asyncio.run(extension.get_node_list())]
-    finally:
-        for name in [m for m in sys.modules if m == spec.name or m.startswith(spec.name + ".")]:
-            del sys.modules[name]
-    listed = json.loads((root / "workflows" / "node_list.json").read_text())
+    assert "syncnet" not in folder_paths.folder_names_and_paths
+    node_ids = [cls.GET_SCHEMA().node_id for cls in comfy_env.node_classes()]
+    assert "syncnet" in folder_paths.folder_names_and_paths
+    listed = json.loads((comfy_env.REPO / "workflows" / "node_list.json").read_text())
     assert node_ids == listed["nodes"]
     assert len(set(node_ids)) == len(node_ids)
