@@ -1,0 +1,202 @@
+"""LatentSync-style face alignment: three points -> similarity -> 420x560 warp -> 512x512 crop.
+
+This reproduces the geometry of the Lip Forcing release (vendored from LatentSync) exactly, because
+the released model only ever saw crops made this way (see shared/golden/face/README.md):
+
+* three points (left brow, right brow, nose) from InsightFace-106 landmarks, rounded half-to-even;
+* a float32 Umeyama similarity onto ``TEMPLATE`` plus a small EMA'd offset (the nose row of the two
+  *normalised* point sets, not a pixel translation), reset at the start of every clip;
+* the matrix cast to float16 -- the warp and the later paste-back both use that float16 matrix;
+* a bilinear align-corners warp to 420x560 with fill 127, rounded to float16 and truncated to uint8;
+* a LANCZOS4 resize to 512x512.
+
+Coordinates are (x, y) with integer pixel centres; ``M`` maps frame -> crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+RESOLUTION = 512
+RATIO = 5.6
+CROP_W, CROP_H = int(75 * RATIO), int(100 * RATIO)  # 420 x 560
+TEMPLATE = (np.array([[17.0, 20.0], [58.0, 20.0], [37.5, 40.0]]) * RATIO).astype(np.float32)
+FILL = 127.0
+EMA_PREV, EMA_CUR = 0.2, 0.8
+
+# InsightFace 2d106det indices of the three alignment groups.
+LEFT_BROW_106 = (43, 48, 49, 51, 50)
+RIGHT_BROW_106 = (101, 102, 103, 104, 105)
+NOSE_106 = (74, 77, 83, 86)
+
+
+def points3_from_106(landmarks: np.ndarray) -> np.ndarray:
+    """[106,2] landmarks -> [3,2] float64 (left brow, right brow, nose), rounded as the official code."""
+    lmk = np.round(np.asarray(landmarks, dtype=np.float64))
+    groups = (LEFT_BROW_106, RIGHT_BROW_106, NOSE_106)
+    return np.round(np.stack([lmk[list(g)].mean(0) for g in groups]))
+
+
+def similarity(points3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 Umeyama similarity frame->crop for one frame: (M [2,3] float32, raw smoothing term [2])."""
+    p = torch.as_tensor(np.asarray(points3), dtype=torch.float32)
+    q = torch.as_tensor(TEMPLATE)
+    c1, c2 = p.mean(0), q.mean(0)
+    s1, s2 = (p - c1).std(), (q - c2).std()  # pooled x/y, n-1
+    pn, qn = (p - c1) / s1, (q - c2) / s2
+    u, _, vt = torch.linalg.svd(pn.T @ qn)
+    r = vt.T @ u.T
+    if torch.det(r) < 0:
+        vt = vt.clone()
+        vt[-1] *= -1
+        r = vt.T @ u.T
+    lin = (s2 / s1) * r
+    m = torch.cat([lin, (c2 - lin @ c1)[:, None]], dim=1)
+    return m.numpy(), (qn[2] - pn[2]).numpy()
+
+
+class BiasSmoother:
+    """The official EMA of the normalised nose offset; create one per clip (state starts empty)."""
+
+    def __init__(self) -> None:
+        self.bias: np.ndarray | None = None
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float32)
+        self.bias = raw if self.bias is None else (EMA_PREV * self.bias + EMA_CUR * raw).astype(np.float32)
+        return self.bias
+
+
+def smoothed_matrix(points3: np.ndarray, smoother: BiasSmoother) -> np.ndarray:
+    """The float16 frame->crop matrix the official pipeline warps with and keeps for paste-back."""
+    m, raw = similarity(points3)
+    m = m.copy()
+    m[:, 2] += smoother(raw)
+    return m.astype(np.float16)
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """Inverse of a [2,3] affine (computed in float64)."""
+    full = np.vstack([np.asarray(m, dtype=np.float64), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(full)[:2]
+
+
+def sample_affine(image: torch.Tensor, src_of_dst: np.ndarray, out_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinear align-corners sampling of ``image`` [C,H,W] at ``src_of_dst``·(x, y, 1) for every output
+    pixel, zero padding. Returns [C+1, h, w] float64: the samples plus the in-image weight share w."""
+    c, h, w = image.shape
+    oh, ow = out_hw
+    a = torch.as_tensor(src_of_dst, dtype=torch.float64)
+    ys, xs = torch.meshgrid(torch.arange(oh, dtype=torch.float64), torch.arange(ow, dtype=torch.float64), indexing="ij")
+    sx = a[0, 0] * xs + a[0, 1] * ys + a[0, 2]
+    sy = a[1, 0] * xs + a[1, 1] * ys + a[1, 2]
+    grid = torch.stack([sx * (2.0 / (w - 1)) - 1.0, sy * (2.0 / (h - 1)) - 1.0], dim=-1)[None]
+    src = torch.cat([image.to(torch.float64), torch.ones(1, h, w, dtype=torch.float64)])[None]
+    return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+
+
+def warp_crop(frame: np.ndarray, m16: np.ndarray) -> np.ndarray:
+    """uint8 RGB frame [H,W,3] -> 420x560 crop [560,420,3] uint8 with the float16 matrix ``m16``."""
+    img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
+    out = sample_affine(img, invert_affine(m16), (CROP_H, CROP_W))
+    v = out[:3] + FILL * (1.0 - out[3:])
+    v = v.to(torch.float16).float().clamp(0, 255)  # official output dtype is float16, then truncation
+    return v.to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def align_frame(frame: np.ndarray, m16: np.ndarray, size: int = RESOLUTION) -> np.ndarray:
+    """Warp and LANCZOS4-resize one frame to the aligned ``size`` x ``size`` face (uint8 RGB)."""
+    return cv2.resize(warp_crop(frame, m16), (size, size), interpolation=cv2.INTER_LANCZOS4)
+
+
+@dataclass
+class Alignment:
+    """Per-clip alignment result. ``transforms[t]`` is the float16 frame->crop matrix (NaN where no face)."""
+
+    crops: np.ndarray  # [T,512,512,3] uint8 (zeros where no face)
+    transforms: np.ndarray  # [T,2,3] float16
+    has_face: np.ndarray  # [T] bool
+
+    def __iter__(self):  # allows ``crops, transforms, has_face = aligner.align(frames)``
+        return iter((self.crops, self.transforms, self.has_face))
+
+
+def align_points(frames: np.ndarray, points3: list[np.ndarray | None], size: int = RESOLUTION) -> Alignment:
+    """Align every frame with its three points (None = no face: crop zeros, transform NaN).
+
+    The bias EMA runs over the frames with a face, in order, starting fresh for this clip."""
+    smoother = BiasSmoother()
+    n = len(points3)
+    crops = np.zeros((n, size, size, 3), np.uint8)
+    transforms = np.full((n, 2, 3), np.nan, np.float16)
+    has_face = np.array([p is not None for p in points3])
+    for t, p in enumerate(points3):
+        if p is not None:
+            transforms[t] = smoothed_matrix(p, smoother)
+            crops[t] = align_frame(frames[t], transforms[t], size)
+    return Alignment(crops, transforms, has_face)
+
+
+MAX_GAP = 60  # detection gaps shorter than this reuse the nearest face (the official "last good face")
+
+
+class FaceNotFoundError(ValueError):
+    """No usable face anywhere in a clip."""
+
+
+def fill_gaps(points: list[np.ndarray | None], max_gap: int = MAX_GAP) -> list[np.ndarray | None]:
+    """Runs of missing faces shorter than ``max_gap`` reuse the last face before them (a leading run
+    uses the first face after it); longer runs stay empty so those frames pass through unchanged."""
+    out = list(points)
+    t, n = 0, len(out)
+    while t < n:
+        if out[t] is not None:
+            t += 1
+            continue
+        end = t
+        while end < n and out[end] is None:
+            end += 1
+        source = out[t - 1] if t > 0 else (out[end] if end < n else None)
+        if end - t < max_gap and source is not None:
+            out[t:end] = [source] * (end - t)
+        t = end
+    return out
+
+
+class FaceAligner:
+    """Detect, pick and align one face per frame: ``crops, transforms, has_face = aligner.align(frames)``.
+
+    ``detector``: any object with ``detect(frame) -> list[Face]`` sorted largest first (default: the
+    offline MediaPipe backend). ``face_index`` picks the n-th largest face when several are present.
+    Temporal smoothing is the official EMA of the nose offset (``BiasSmoother``); averaging the
+    points themselves over frames was measured and did not reduce frame-to-frame jitter."""
+
+    def __init__(self, detector=None, *, face_index: int = 0, max_gap: int = MAX_GAP,
+                 size: int = RESOLUTION) -> None:
+        if detector is None:
+            from .detect import MediaPipeDetector
+            detector = MediaPipeDetector()
+        self.detector, self.face_index = detector, face_index
+        self.max_gap, self.size = max_gap, size
+
+    def points(self, frames) -> list[np.ndarray | None]:
+        """Raw three points per frame (None where the chosen face is missing)."""
+        out = []
+        for frame in frames:
+            faces = self.detector.detect(frame)
+            out.append(faces[self.face_index].points3 if len(faces) > self.face_index else None)
+        return out
+
+    def align(self, frames: np.ndarray, name: str = "clip") -> Alignment:
+        points = self.points(frames)
+        if all(p is None for p in points):
+            which = f"face #{self.face_index} (0 = largest)" if self.face_index else "a face"
+            raise FaceNotFoundError(f"{name}: no frame of {len(points)} contains {which}; "
+                                    "the clip needs a visible, roughly frontal face")
+        points = fill_gaps(points, self.max_gap)
+        return align_points(frames, points, self.size)

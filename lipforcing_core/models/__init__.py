@@ -1,0 +1,1 @@
+"""Neural network modules of the Lip Forcing DiT."""

@@ -1,0 +1,1 @@
+"""Sampling: noise schedules and loops built on the DiT's forward passes."""

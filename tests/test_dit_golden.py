@@ -1,0 +1,122 @@
+"""The DiT reproduces the official golden vectors (golden/dit): teacher, full-sequence student, streaming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW, CausalSpec, get_preset
+from lipforcing_core.models.dit import LipForcingDiT
+from lipforcing_core.sampling.schedule import x0_from_flow, renoise
+
+FP32 = dict(atol=5e-5, rtol=1e-4)
+BF16 = dict(atol=2e-3, rtol=1e-3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    with torch.no_grad():
+        yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def gold(golden_root):
+    root = golden_root / "dit"
+    return lambda name: load_file(root / f"{name}.safetensors")
+
+
+@pytest.fixture(scope="module")
+def model(gold):
+    net = LipForcingDiT(get_preset("tiny")).eval()
+    net.load_state_dict(gold("weights"), strict=True)
+    return net
+
+
+@pytest.fixture(scope="module")
+def inputs(gold):
+    return gold("inputs")
+
+
+def clip(inputs, frames):
+    return inputs["cond.y"][:, :, :frames], inputs["cond.audio_emb"][:, :4 * frames - 3]
+
+
+def test_teacher_case_a(model, gold, inputs):
+    a = gold("cases_A_teacher")
+    y, audio = clip(inputs, 9)
+    text, neg = inputs["text.text_embeds"], inputs["text.neg_text_embeds"]
+    debug = {}
+
+    def record(n):
+        def hook(module, args, out):
+            debug[n] = out
+        return hook
+
+    hooks = [b.register_forward_hook(record(n)) for n, b in enumerate(model.blocks)]
+    try:
+        flows = {"cond": model(a["x_t"], a["t"], y, text, audio)}
+    finally:
+        for h in hooks:
+            h.remove()
+    flows["neg"] = model(a["x_t"], a["t"], y, neg, torch.zeros_like(audio))
+    flows["null"] = model(a["x_t"], a["t"], y, torch.zeros_like(text), torch.zeros_like(audio))
+    for n in range(len(model.blocks)):
+        torch.testing.assert_close(debug[n], a[f"dbg.block{n}_out"], **FP32)
+    x0 = {}
+    for name, flow in flows.items():
+        torch.testing.assert_close(flow, a[f"flow.{name}"], **FP32, msg=lambda m: f"{name}: {m}")
+        x0[name] = x0_from_flow(a["x_t"], flow, a["t"])
+        torch.testing.assert_close(x0[name], a[f"x0.{name}"], **FP32)
+    cfg = x0["cond"] + (4.5 - 1) * (x0["cond"] - x0["neg"])
+    torch.testing.assert_close(cfg, a["x0.cfg4.5"], **FP32)
+
+
+@pytest.mark.parametrize("case,spec", [("B1", CausalSpec(3, -1, 0, False)), ("B2", CausalSpec(3, 7, 1, True))])
+def test_student_full_sequence_case_b(model, gold, inputs, case, spec):
+    b = gold("cases_B_fullseq")
+    x_t, t = b[f"{case}.x_t"], b[f"{case}.t"]
+    y, audio = clip(inputs, x_t.shape[2])
+    flow = model(x_t, t, y, inputs["text.text_embeds"], audio, causal=spec)
+    torch.testing.assert_close(flow, b[f"{case}.fp32attn.flow"], **FP32)
+    flow = model(x_t, t, y, inputs["text.text_embeds"], audio, causal=spec, bf16_attn=True)
+    torch.testing.assert_close(flow, b[f"{case}.bf16attn.flow"], **BF16)
+
+
+def stream_clip(model, inputs, noise, eps, spec, bf16=False):
+    """The official two-step streaming loop; yields every stored quantity per chunk."""
+    frames = noise.shape[2]
+    y, audio = clip(inputs, frames)
+    state = model.new_stream(inputs["text.text_embeds"], audio, latent_hw=noise.shape[3:], spec=spec,
+                             max_frames=frames)
+    for k, c0 in enumerate(range(0, frames, 3)):
+        y_k, x = y[:, :, c0:c0 + 3], noise[:, :, c0:c0 + 3]
+        v1 = model.forward_chunk(x, 0.999, y_k, state, bf16_attn=bf16)
+        x0_1 = x0_from_flow(x, v1, 0.999)
+        xt_2 = renoise(x0_1, eps[k], 0.769)
+        v2 = model.forward_chunk(xt_2, 0.769, y_k, state, bf16_attn=bf16)
+        x0_2 = x0_from_flow(xt_2, v2, 0.769)
+        v3 = model.forward_chunk(x0_2, 0.0, y_k, state, write_cache=True, bf16_attn=bf16)
+        yield k, state, dict(flow_step1=v1, x0_step1=x0_1, xt_step2=xt_2, flow_step2=v2, x0_step2=x0_2,
+                             flow_cachewrite=v3)
+
+
+@pytest.mark.parametrize("case,spec", [("C_stream_window", STREAM_WINDOW), ("D_stream_full", STREAM_FULL)])
+@pytest.mark.parametrize("variant", ["fp32attn", "bf16attn"])
+def test_streaming_cases_c_d(model, gold, inputs, case, spec, variant):
+    g = gold(f"cases_{case}")
+    eps = [g[f"chunk{k}.eps_renoise"] for k in range(4)]
+    tol = FP32 if variant == "fp32attn" else BF16
+    finals = []
+    for k, state, got in stream_clip(model, inputs, g["noise"], eps, spec, bf16=variant == "bf16attn"):
+        prefix = f"{variant}.chunk{k}."
+        for name, value in got.items():
+            torch.testing.assert_close(value, g[prefix + name], **tol, msg=lambda m: f"{prefix}{name}: {m}")
+        fs = state.caches[0].fs
+        assert state.caches[0].frames * fs == g[prefix + "cache_local_end_index"].item()
+        assert state.caches[0].end_frame * fs == g[prefix + "cache_global_end_index"].item()
+        finals.append(got["x0_step2"])
+    torch.testing.assert_close(torch.cat(finals, 2), g[f"{variant}.final_latents"], **tol)

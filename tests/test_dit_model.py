@@ -1,0 +1,114 @@
+"""DiT structure and streaming invariants that need no golden files (tiny random model, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW, CausalSpec, get_preset
+from lipforcing_core.models.dit import LipForcingDiT
+
+H = W = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    with torch.no_grad():
+        yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = LipForcingDiT(get_preset("tiny")).eval()
+    for name, p in net.named_parameters():
+        if "modulation" in name or "norm" in name:
+            p.normal_(0, 0.3)
+    return net
+
+
+def clip(frames, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        x=torch.randn(1, 16, frames, H, W, generator=g),
+        y=torch.randn(1, 49, frames, H, W, generator=g),
+        text=torch.randn(1, 16, 4096, generator=g),
+        audio=torch.randn(1, 4 * frames - 3, 10752, generator=g),
+    )
+
+
+@pytest.mark.parametrize("name,manifest", [("14b", "keys_14b.json"), ("1.3b", "keys_1_3b.json")])
+def test_meta_presets_match_official_manifests(golden_root, name, manifest):
+    official = json.loads((golden_root / "dit" / manifest).read_text())
+    with torch.device("meta"):
+        net = LipForcingDiT(get_preset(name))
+    ours = {k: list(v.shape) for k, v in net.state_dict().items()}
+    assert ours == {e["key"]: e["shape"] for e in official["keys"]}
+    assert sum(v.numel() for v in net.state_dict().values()) == official["total_params"]
+
+
+def test_get_preset_lists_valid_names():
+    assert get_preset("14B").dim == 5120
+    with pytest.raises(KeyError, match="tiny, 1.3b, 14b"):
+        get_preset("7b")
+
+
+@pytest.mark.parametrize("spec", [STREAM_FULL, CausalSpec(3, 5, 1, dynamic_rope=False), CausalSpec(3, 4, 0, False)])
+def test_streaming_equals_block_causal_full_sequence(model, spec):
+    """Chunk k streamed after committing clean chunks 0..k-1 == full-sequence causal pass, restricted to chunk k.
+
+    The windowed specs (absolute RoPE) also exercise eviction, with and without a sink frame.
+    """
+    frames = 9
+    c = clip(frames)
+    clean = torch.randn(1, 16, frames, H, W, generator=torch.Generator().manual_seed(5))
+    state = model.new_stream(c["text"], c["audio"], latent_hw=(H, W), spec=spec, max_frames=frames)
+    for c0 in range(0, frames, 3):
+        y = c["y"][:, :, c0:c0 + 3]
+        streamed = model.forward_chunk(c["x"][:, :, c0:c0 + 3], 0.7, y, state)
+        t = torch.zeros(1, c0 + 3, dtype=torch.float64)
+        t[:, c0:] = 0.7
+        x_full = torch.cat([clean[:, :, :c0], c["x"][:, :, c0:c0 + 3]], 2)
+        full = model(x_full, t, c["y"][:, :, :c0 + 3], c["text"], c["audio"][:, :4 * (c0 + 3) - 3], causal=spec)
+        torch.testing.assert_close(streamed, full[:, :, c0:], atol=2e-5, rtol=1e-4)
+        model.forward_chunk(clean[:, :, c0:c0 + 3], 0.0, y, state, write_cache=True)
+
+
+def test_window_cache_is_allocated_once_and_constant(model):
+    sizes, pointers = [], []
+    for chunks in (4, 12):
+        c = clip(3 * chunks)
+        state = model.new_stream(c["text"], c["audio"], latent_hw=(H, W), spec=STREAM_WINDOW)
+        before = [(cache.k.data_ptr(), cache.v.data_ptr()) for cache in state.caches]
+        for c0 in range(0, 3 * chunks, 3):
+            model.forward_chunk(c["x"][:, :, c0:c0 + 3], 0.0, c["y"][:, :, c0:c0 + 3], state, write_cache=True)
+        assert [(cache.k.data_ptr(), cache.v.data_ptr()) for cache in state.caches] == before
+        assert state.next_frame == 3 * chunks and state.caches[0].frames == STREAM_WINDOW.local_attn_size
+        sizes.append(state.cache_bytes())
+    assert sizes[0] == sizes[1] == 2 * 6 * (7 * 16) * 128 * 4
+
+
+def test_cache_writes_are_detached(model):
+    c = clip(3)
+    state = model.new_stream(c["text"], c["audio"], latent_hw=(H, W), spec=STREAM_WINDOW)
+    with torch.enable_grad():
+        x = c["x"].clone().requires_grad_(True)
+        out = model.forward_chunk(x, 0.0, c["y"], state, write_cache=True)
+        assert out.requires_grad
+    assert not state.caches[0].k.requires_grad and state.next_frame == 3
+
+
+def test_stream_errors_are_clear(model):
+    c = clip(6)
+    state = model.new_stream(c["text"], c["audio"], latent_hw=(H, W), spec=STREAM_WINDOW)
+    with pytest.raises(ValueError, match="only frames < 0 are cached"):
+        model.forward_chunk(c["x"][:, :, 3:], 0.5, c["y"][:, :, 3:], state, start_frame=3)
+    with pytest.raises(ValueError, match="needs max_frames"):
+        model.new_stream(c["text"], None, latent_hw=(H, W), spec=STREAM_FULL)
+    with pytest.raises(ValueError, match="4\\*T-3"):
+        model(c["x"], 0.5, c["y"], c["text"], c["audio"][:, :-1])
