@@ -10,9 +10,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._comfy import model_management
+from ._comfy import io, model_management
 
 TEXT_TOKENS = 512  # UMT5 context length the DiT was trained with (zero-padded)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def dtype_input(default: str, tooltip: str, options: list[str] = list(DTYPES)) -> io.Combo.Input:
+    """The ``weight_dtype`` combo every loader has."""
+    return io.Combo.Input("weight_dtype", options=options, default=default, tooltip=tooltip)
 
 
 class LipForcingInputError(ValueError):
@@ -39,8 +45,8 @@ def image_from_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (frames.float() / 255).to(model_management.intermediate_device())
 
 
-def mono_waveform(audio: dict, name: str = "audio") -> tuple[torch.Tensor, int]:
-    """AUDIO -> (mono float32 waveform ``[T]``, sample rate); channels are averaged."""
+def clip_waveform(audio: dict, name: str = "audio") -> tuple[torch.Tensor, int]:
+    """AUDIO holding one clip -> (float32 waveform ``[C,T]`` on CPU, sample rate)."""
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         raise LipForcingInputError(name, "expected an AUDIO value (from LoadAudio or a video loader).")
     waveform = audio["waveform"]
@@ -51,13 +57,13 @@ def mono_waveform(audio: dict, name: str = "audio") -> tuple[torch.Tensor, int]:
                                    "Split the batch or pick one clip.")
     if waveform.shape[-1] == 0:
         raise LipForcingInputError(name, "the audio clip is empty.")
-    return waveform[0].detach().float().mean(0).cpu(), int(audio["sample_rate"])
+    return waveform[0].detach().float().cpu(), int(audio["sample_rate"])
 
 
-def audio_from_waveform(waveform: torch.Tensor, sample_rate: int) -> dict:
-    """Mono ``[T]`` or ``[C,T]`` waveform -> AUDIO dict."""
-    waveform = waveform.detach().float().cpu()
-    return {"waveform": waveform.reshape(1, -1, waveform.shape[-1]), "sample_rate": int(sample_rate)}
+def mono_waveform(audio: dict, name: str = "audio") -> tuple[torch.Tensor, int]:
+    """AUDIO holding one clip -> (mono float32 waveform ``[T]``, sample rate); channels are averaged."""
+    waveform, sample_rate = clip_waveform(audio, name)
+    return waveform.mean(0), sample_rate
 
 
 def text_from_conditioning(conditioning: list, name: str = "text") -> torch.Tensor:

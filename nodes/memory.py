@@ -8,23 +8,28 @@ which lets a node reject a wrong model with a readable message.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+from lipforcing_core.checkpoints import CheckpointError
 
 from ._comfy import ModelPatcher, model_management
 from ._types import LipForcingInputError
+from .paths import model_path
 
 # model kind -> (load device, offload device) as ComfyUI picks them for that role
 _DEVICES = {
     "dit": (model_management.get_torch_device, model_management.unet_offload_device),
     "vae": (model_management.vae_device, model_management.vae_offload_device),
+    "taew": (model_management.vae_device, model_management.vae_offload_device),
     "audio_encoder": (model_management.text_encoder_device, model_management.text_encoder_offload_device),
     "syncnet": (model_management.get_torch_device, model_management.unet_offload_device),
 }
 
 KIND_NAMES = {
     "dit": "a Lip Forcing diffusion model",
-    "vae": "a video VAE / tiny decoder",
+    "vae": "a Wan2.1 video VAE",
+    "taew": "a tiny video decoder (TAEHV taew2_1)",
     "audio_encoder": "an audio encoder (wav2vec2)",
     "syncnet": "a SyncNet model",
 }
@@ -55,6 +60,22 @@ def manage(module: torch.nn.Module, kind: str, filename: str) -> ManagedModel:
     load_device, offload_device = (pick() for pick in _DEVICES[kind])
     module.eval().requires_grad_(False)
     return ManagedModel(ModelPatcher(module, load_device=load_device, offload_device=offload_device), kind, filename)
+
+
+def load_managed(kind: str, folder: str, filename: str, input_name: str,
+                 load: Callable[[str], torch.nn.Module]) -> ManagedModel:
+    """Resolve ``filename`` in a ComfyUI model folder, load it with a core loader, wrap it.
+
+    A file that is not this kind of model (the core raises ``CheckpointError``) becomes an error
+    that names the input, the file and what was expected.
+    """
+    path = model_path(folder, filename, input_name)
+    try:
+        module = load(path)
+    except CheckpointError as err:
+        raise LipForcingInputError(input_name, f"'{filename}' is not {KIND_NAMES[kind]}: {err}",
+                                   "Pick the matching file for this loader.") from err
+    return manage(module, kind, filename)
 
 
 def expect(value: object, kind: str, input_name: str) -> ManagedModel:

@@ -47,3 +47,23 @@ def model_path(folder: str, filename: str, input_name: str) -> str:
                                    f"Put the file in models/{folder} (or a path listed for '{folder}' in "
                                    "extra_model_paths.yaml) and refresh.")
     return path
+
+
+def input_files(content_type: str) -> list[str]:
+    """Files of one content type ("image", "video", "audio") in ComfyUI's input folder, like LoadImage lists them."""
+    folder = folder_paths.get_input_directory()
+    if not os.path.isdir(folder):
+        return []
+    files = [f for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f))]
+    return sorted(folder_paths.filter_files_content_types(files, [content_type]))
+
+
+def input_path(name: str, input_name: str) -> str:
+    """Full path of an input-folder file (``name [output]``/``[temp]`` annotations allowed), never outside them."""
+    path = os.path.realpath(folder_paths.get_annotated_filepath(name))
+    roots = [folder_paths.get_input_directory(), folder_paths.get_output_directory(), folder_paths.get_temp_directory()]
+    inside = any(os.path.commonpath([path, os.path.realpath(root)]) == os.path.realpath(root) for root in roots)
+    if not inside or not os.path.isfile(path):
+        raise LipForcingInputError(input_name, f"'{name}' is not a file in ComfyUI's input folder.",
+                                   "Upload it (or copy it into ComfyUI/input) and pick it from the list.")
+    return path

@@ -43,3 +43,21 @@ def node_classes() -> list[type]:
     """The pack's node classes, as ComfyUI gets them from ``comfy_entrypoint``."""
     extension = asyncio.run(pack.comfy_entrypoint())
     return asyncio.run(extension.get_node_list())
+
+
+def use_base(base: Path) -> Path:
+    """Point the double's ``folder_paths`` at a fresh ComfyUI base folder (with our folders registered)."""
+    folder_paths.set_base_path(str(base))
+    (base / "input").mkdir(parents=True, exist_ok=True)
+    from lipforcing_pack.nodes.paths import register_model_folders
+
+    register_model_folders()
+    return base
+
+
+def link_model(base: Path, folder: str, source: Path, name: str | None = None) -> str:
+    """Make ``source`` (a file or an HF folder) appear in ``models/<folder>``; returns the combo value."""
+    target = base / "models" / folder / (name or source.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(source, target_is_directory=source.is_dir())
+    return target.name

@@ -1,6 +1,7 @@
 """Run inside a real ComfyUI's Python: describe the pack's nodes and the real API signatures.
 
-``python comfy_probe.py COMFYUI_PATH PACK_PATH < names.json`` prints JSON with
+``python comfy_probe.py COMFYUI_PATH PACK_PATH BASE_DIR < names.json`` (``BASE_DIR`` as ComfyUI's
+``--base-directory``: models, input, output) prints JSON with
 ``nodes`` (``GET_NODE_INFO_V1()`` of every node, as ``/object_info`` serves it) and ``signatures``
 (for each requested ``[module, dotted.name]``, the parameter list, or null if the name is missing).
 Used by ``test_nodes_double.py`` to keep ``tests/comfy_double`` faithful.
@@ -30,11 +31,12 @@ def signature(module_name: str, dotted: str) -> list | None:
 
 
 def main() -> None:
-    comfy_root, pack_root = sys.argv[1], sys.argv[2]
+    comfy_root, pack_root, base = sys.argv[1:4]
     sys.path.insert(0, comfy_root)
     from comfy.cli_args import args
 
     args.cpu = True
+    args.base_directory = base
     spec = importlib.util.spec_from_file_location("lipforcing_pack", f"{pack_root}/__init__.py",
                                                   submodule_search_locations=[pack_root])
     pack = importlib.util.module_from_spec(spec)

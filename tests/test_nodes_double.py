@@ -58,13 +58,26 @@ def double_surface() -> dict[str, list]:
 
 
 @pytest.fixture(scope="module")
-def real():
+def base(tmp_path_factory):
+    """One ComfyUI base folder both sides list files from: a file in every folder a node lists."""
+    base = tmp_path_factory.mktemp("comfy_base")
+    for folder in ("diffusion_models", "vae", "vae_approx", "audio_encoders", "syncnet"):
+        (base / "models" / folder).mkdir(parents=True)
+        (base / "models" / folder / f"{folder}_model.safetensors").write_bytes(b"")
+    (base / "input").mkdir()
+    (base / "input" / "mask.png").write_bytes(b"")
+    return base
+
+
+@pytest.fixture(scope="module")
+def real(base):
     comfy_path = os.environ.get("COMFYUI_PATH")
     if not comfy_path:
         pytest.skip("set COMFYUI_PATH (and COMFYUI_PYTHON) to check the test double against a real ComfyUI")
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     names = [key.split(":", 1) for key in double_surface()]
-    proc = subprocess.run([python, str(Path(__file__).with_name("comfy_probe.py")), comfy_path, str(comfy_env.REPO)],
+    probe = Path(__file__).with_name("comfy_probe.py")
+    proc = subprocess.run([python, str(probe), comfy_path, str(comfy_env.REPO), str(base)],
                           input=json.dumps(names), capture_output=True, text=True, cwd=comfy_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -87,10 +100,12 @@ def test_double_names_exist_in_comfyui_with_compatible_parameters(real):
     assert not problems, "\n".join(problems)
 
 
-def test_node_descriptions_match_the_real_comfy_api(real):
+def test_node_descriptions_match_the_real_comfy_api(real, base):
+    comfy_env.use_base(base)
     ours = {}
     for cls in comfy_env.node_classes():
         info = cls.GET_NODE_INFO_V1()
         info.pop("python_module")
         ours[info["name"]] = json.loads(json.dumps(info, default=str))
     assert ours == real["nodes"]
+    assert "mask.png" in ours["LipForcingMouthMask"]["input"]["required"]["mask_image"][1]["options"]

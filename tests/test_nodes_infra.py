@@ -50,8 +50,8 @@ def test_audio_is_mixed_to_mono_and_checked():
         _types.mono_waveform({"waveform": torch.zeros(2, 1, 100), "sample_rate": 16000})
     with pytest.raises(_types.LipForcingInputError, match="AUDIO"):
         _types.mono_waveform(torch.zeros(1, 1, 100))
-    back = _types.audio_from_waveform(wave, rate)
-    assert back["waveform"].shape == (1, 1, 100) and back["sample_rate"] == 44100
+    clip, _ = _types.clip_waveform({"waveform": stereo, "sample_rate": 44100})
+    assert clip.shape == (2, 100)
 
 
 def test_conditioning_is_padded_or_cut_to_512_tokens():
@@ -104,7 +104,7 @@ def test_managed_model_goes_through_the_memory_manager(monkeypatch):
     assert wrapped.on_device() is wrapped.module and calls == [[wrapped.patcher]]
     assert not any(p.requires_grad for p in wrapped.module.parameters())
     assert memory.expect(wrapped, "vae", "vae") is wrapped
-    with pytest.raises(_types.LipForcingInputError, match="'model': expected a Lip Forcing diffusion model, got a video VAE"):
+    with pytest.raises(_types.LipForcingInputError, match="'model': expected a Lip Forcing diffusion model, got a Wan2.1 video VAE"):
         memory.expect(wrapped, "dit", "model")
     with pytest.raises(_types.LipForcingInputError, match="got Tensor"):
         memory.expect(torch.zeros(1), "dit", "model")

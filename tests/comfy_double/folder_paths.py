@@ -102,3 +102,14 @@ def get_full_path_or_raise(folder_name: str, filename: str) -> str:
     if full_path is None:
         raise FileNotFoundError(f"Model in folder '{folder_name}' with filename '{filename}' not found.")
     return full_path
+
+
+def filter_files_content_types(files: list[str], content_types: list[str]) -> list[str]:
+    import mimetypes
+
+    kept = []
+    for name in files:
+        mime_type, _ = mimetypes.guess_type(name, strict=False)
+        if mime_type and mime_type.split("/")[0] in content_types:
+            kept.append(name)
+    return kept

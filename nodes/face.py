@@ -1,0 +1,93 @@
+"""Face nodes: the mouth mask and pasting generated faces back into the full frames.
+
+The alignment travels between nodes as the core's ``Alignment`` (per-frame float16 frame->crop
+matrices and a has-face flag) on a ``LIPFORCING_FACE_ALIGNMENT`` socket.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from lipforcing_core.face.mask import load_mouth_mask
+from lipforcing_core.face.paste import paste_back
+
+from ._comfy import io, model_management
+from ._types import LipForcingInputError, frames_from_image, image_from_frames, same_length
+from .paths import input_files, input_path
+
+FaceAlignment = io.Custom("LIPFORCING_FACE_ALIGNMENT")
+
+BUILT_IN_MASK = "built-in (LatentSync mouth mask)"
+CATEGORY = "LipForcing/face"
+
+
+def keep_mask(mouth_mask: torch.Tensor, size: int, name: str) -> np.ndarray:
+    """ComfyUI MASK (1 = regenerate) -> the core's keep-mask ``[size,size]`` float64 (1 = keep original)."""
+    mask = mouth_mask[0] if mouth_mask.ndim == 3 else mouth_mask
+    if mouth_mask.ndim not in (2, 3) or tuple(mask.shape) != (size, size):
+        raise LipForcingInputError(name, f"expected a {size}x{size} MASK on the aligned face, got {tuple(mouth_mask.shape)}.",
+                                   "Use the Lip Forcing Mouth Mask node or resize your mask to the aligned face size.")
+    return 1.0 - mask.detach().cpu().double().numpy()
+
+
+class MouthMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LipForcingMouthMask",
+            display_name="Lip Forcing Mouth Mask",
+            category=CATEGORY,
+            description="The region of the aligned 512x512 face that Lip Forcing regenerates (white = mouth).",
+            inputs=[
+                io.Combo.Input("mask_image", options=[BUILT_IN_MASK, *input_files("image")], default=BUILT_IN_MASK,
+                               tooltip="The built-in mask reproduces LatentSync's mask.png (no download). Or pick a "
+                                       "mask.png from ComfyUI's input folder: white = keep, black = regenerate, "
+                                       "red channel read, as LatentSync does."),
+                io.Int.Input("size", default=512, min=64, max=2048, step=8,
+                             tooltip="Side of the aligned face in pixels; the released models use 512."),
+            ],
+            outputs=[io.Mask.Output(display_name="mouth_mask",
+                                    tooltip="MASK [1,size,size]: 1 = mouth region to regenerate, 0 = keep.")],
+        )
+
+    @classmethod
+    def execute(cls, mask_image: str, size: int) -> io.NodeOutput:
+        path = None if mask_image == BUILT_IN_MASK else input_path(mask_image, "mask_image")
+        keep = load_mouth_mask(path, size)
+        mouth = torch.from_numpy(1.0 - keep).float()[None]
+        return io.NodeOutput(mouth.to(model_management.intermediate_device()))
+
+
+class PasteBack(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LipForcingPasteBack",
+            display_name="Lip Forcing Paste Back",
+            category=CATEGORY,
+            description="Warp generated aligned faces back into the original frames with a soft edge.",
+            inputs=[
+                io.Image.Input("images", tooltip="The original full frames the faces were aligned from."),
+                io.Image.Input("faces", tooltip="Generated aligned faces, one per frame (same count as images)."),
+                FaceAlignment.Input("alignment", tooltip="The alignment output of Lip Forcing Face Align for these frames."),
+                io.Mask.Input("mouth_mask", optional=True,
+                              tooltip="If given, only this region (1 = mouth) is taken from the generated face and "
+                                      "the rest from the aligned original, as the released pipeline does. If not, "
+                                      "the whole generated face is pasted."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="The frames with the new faces pasted in.")],
+        )
+
+    @classmethod
+    def execute(cls, images: torch.Tensor, faces: torch.Tensor, alignment, mouth_mask: torch.Tensor | None = None
+                ) -> io.NodeOutput:
+        frames = frames_from_image(images, "images")
+        generated = frames_from_image(faces, "faces")
+        same_length(len(frames), len(alignment.transforms), "images", "the alignment")
+        same_length(len(generated), len(frames), "faces", "images")
+        mask = None if mouth_mask is None else keep_mask(mouth_mask, generated.shape[1], "mouth_mask")
+        pasted = paste_back(frames, generated, alignment.transforms, mask, alignment.crops, alignment.has_face)
+        return io.NodeOutput(image_from_frames(pasted))
+
+
+NODES = [MouthMask, PasteBack]
