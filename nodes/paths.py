@@ -14,6 +14,7 @@ from ._comfy import folder_paths
 from ._types import LipForcingInputError
 
 SYNCNET_FOLDER = "syncnet"
+INSIGHTFACE_FOLDER = "insightface"  # the InsightFace root other ComfyUI packs use (holds models/buffalo_l)
 
 
 def register_folder(name: str, default_path: str | Path | None = None, extra_extensions: set[str] = frozenset()) -> None:
@@ -32,6 +33,7 @@ def register_folder(name: str, default_path: str | Path | None = None, extra_ext
 def register_model_folders() -> None:
     """Folders this pack adds to ComfyUI's (``diffusion_models``, ``vae``... already exist)."""
     register_folder(SYNCNET_FOLDER, extra_extensions={".model"})  # syncnet_python ships syncnet_v2.model
+    register_folder(INSIGHTFACE_FOLDER)
 
 
 def choices(folder: str) -> list[str]:

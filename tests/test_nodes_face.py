@@ -16,6 +16,7 @@ import comfy_env  # noqa: E402
 import folder_paths  # noqa: E402
 from comfy_api.latest import io  # noqa: E402
 from comfy_executor import Executor, WorkflowError  # noqa: E402
+from lipforcing_core.face import FaceAligner, MediaPipeDetector, ModelNotFoundError  # noqa: E402
 from lipforcing_core.face.align import align_points  # noqa: E402
 from lipforcing_core.face.mask import load_mouth_mask  # noqa: E402
 from lipforcing_core.face.paste import paste_back  # noqa: E402
@@ -33,12 +34,41 @@ def clip(golden_root):
     return frames, alignment
 
 
+@pytest.fixture(scope="module")
+def mediapipe():
+    try:
+        return MediaPipeDetector()
+    except ModelNotFoundError as err:
+        pytest.skip(f"MediaPipe face models not installed: {err}")
+
+
 @pytest.fixture()
 def comfy_base(tmp_path):
     folder_paths.set_base_path(str(tmp_path))
     (tmp_path / "input").mkdir()
     yield tmp_path
     folder_paths.set_base_path(str(tmp_path / "unused"))
+
+
+def test_face_align_is_the_core_aligner(clip, mediapipe):
+    frames, _ = clip
+    faces, alignment = face.FaceAlign.execute(image_from_frames(frames), face.MEDIAPIPE, 0).args
+    expected = FaceAligner(mediapipe).align(frames)
+    assert faces.shape == (3, 512, 512, 3) and alignment.has_face.all()
+    np.testing.assert_array_equal((faces * 255).round().byte().numpy(), expected.crops)
+    np.testing.assert_array_equal(alignment.transforms, expected.transforms)
+
+
+def test_face_align_explains_a_clip_without_face(mediapipe):
+    with pytest.raises(LipForcingInputError, match="'images': images: no frame of 2 contains a face"):
+        face.FaceAlign.execute(torch.zeros(2, 64, 64, 3), face.MEDIAPIPE, 0)
+
+
+def test_face_align_explains_missing_detector_models(tmp_path):
+    blank = torch.zeros(2, 64, 64, 3)
+    comfy_env.use_base(tmp_path)
+    with pytest.raises(LipForcingInputError, match="'detector': InsightFace models not found"):
+        face.FaceAlign.execute(blank, face.INSIGHTFACE, 0)
 
 
 def test_built_in_mouth_mask_is_the_core_mask_in_comfyui_convention():
