@@ -35,6 +35,17 @@ KIND_NAMES = {
 }
 
 
+class Holder(torch.nn.Module):
+    """What the ``ModelPatcher`` manages: the core module as a child, plus a plain ``device``
+    attribute that ComfyUI writes on every load/offload (core modules may expose ``device`` as a
+    read-only property, which ComfyUI cannot assign)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.device = None
+
+
 @dataclass
 class ManagedModel:
     patcher: ModelPatcher
@@ -43,7 +54,7 @@ class ManagedModel:
 
     @property
     def module(self) -> torch.nn.Module:
-        return self.patcher.model
+        return self.patcher.model.inner
 
     @property
     def load_device(self) -> torch.device:
@@ -52,14 +63,15 @@ class ManagedModel:
     def on_device(self) -> torch.nn.Module:
         """Ask ComfyUI to load the weights onto the compute device (offloading others) and return the module."""
         model_management.load_models_gpu([self.patcher])
-        return self.patcher.model
+        return self.module
 
 
 def manage(module: torch.nn.Module, kind: str, filename: str) -> ManagedModel:
     """Wrap a loaded (CPU) core module for ComfyUI's memory manager."""
     load_device, offload_device = (pick() for pick in _DEVICES[kind])
     module.eval().requires_grad_(False)
-    return ManagedModel(ModelPatcher(module, load_device=load_device, offload_device=offload_device), kind, filename)
+    patcher = ModelPatcher(Holder(module), load_device=load_device, offload_device=offload_device)
+    return ManagedModel(patcher, kind, filename)
 
 
 def load_managed(kind: str, folder: str, filename: str, input_name: str,

@@ -97,11 +97,20 @@ def test_model_path_stays_inside_model_folders(comfy_base):
             paths.model_path("vae", escape, "vae_name")
 
 
+class ReadOnlyDevice(torch.nn.Linear):
+    @property
+    def device(self) -> torch.device:  # like the core's AudioEncoder
+        return self.weight.device
+
+
 def test_managed_model_goes_through_the_memory_manager(monkeypatch):
+    wrapped = memory.manage(ReadOnlyDevice(2, 2), "vae", "v.safetensors")
+    assert wrapped.on_device() is wrapped.module and isinstance(wrapped.module, ReadOnlyDevice)
+    assert wrapped.patcher.model.device == mm.vae_device()
     calls = []
     monkeypatch.setattr(mm, "load_models_gpu", lambda models, **kw: calls.append(models))
-    wrapped = memory.manage(torch.nn.Linear(2, 2), "vae", "v.safetensors")
-    assert wrapped.on_device() is wrapped.module and calls == [[wrapped.patcher]]
+    wrapped.on_device()
+    assert calls == [[wrapped.patcher]]
     assert not any(p.requires_grad for p in wrapped.module.parameters())
     assert memory.expect(wrapped, "vae", "vae") is wrapped
     with pytest.raises(_types.LipForcingInputError, match="'model': expected a Lip Forcing diffusion model, got a Wan2.1 video VAE"):

@@ -2,8 +2,10 @@
 
 Starts ``main.py --cpu`` on a free loopback port with an isolated ``--base-directory`` (a temp folder
 whose ``custom_nodes/`` links to this repo, an in-memory database), then talks HTTP to it:
-``GET /object_info`` must list every node of ``workflows/node_list.json``, and each API-format
-workflow of ``RUNNABLE`` is queued with ``POST /prompt`` and polled in ``/history`` until it succeeds.
+``GET /object_info`` must list every node of ``workflows/node_list.json``; a workflow mixing our nodes
+with ComfyUI's own (LoadImage, LoadAudio, SaveImage, PreviewAny) on the golden tiny models is queued
+with ``POST /prompt`` and polled in ``/history`` until it finishes; a bad input must come back as a
+node error a user can read.
 
     COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python python -m pytest tests/integration
 """
@@ -21,6 +23,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 300
@@ -54,15 +58,34 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
+def _prepare_base(base: Path, golden: Path) -> None:
+    """custom_nodes/ -> this repo; the golden tiny wav2vec2; a face frame and a speech clip in input/."""
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "comfyui-lipforcing").symlink_to(REPO, target_is_directory=True)
+    (base / "models" / "audio_encoders").mkdir(parents=True)
+    (base / "models" / "audio_encoders" / "wav2vec2_tiny").symlink_to(golden / "audio" / "wav2vec2_tiny")
+    (base / "input").mkdir()
+    frame = load_file(str(golden / "face" / "inputs.safetensors"))["frames"][0].numpy()
+    Image.fromarray(frame).save(base / "input" / "face.png")
+    (base / "input" / "speech.wav").symlink_to(golden / "audio" / "stereo_44100.wav")
+    rate, silence = 16000, np.zeros(1600, np.int16)  # 0.1 s: too short to lip sync
+    import wave
+
+    with wave.open(str(base / "input" / "short.wav"), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(rate), out.writeframes(silence.tobytes())
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, golden_root):
     comfy = os.environ.get("COMFYUI_PATH")
     if not comfy:
         pytest.skip("set COMFYUI_PATH (and COMFYUI_PYTHON) to run the pack inside a real ComfyUI")
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     base = tmp_path_factory.mktemp("comfy_base")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "comfyui-lipforcing").symlink_to(REPO, target_is_directory=True)
+    _prepare_base(base, golden_root)
     port = _free_port()
     log = base / "server.log"
     with log.open("w") as out:
@@ -107,3 +130,52 @@ def test_pack_loads_and_lists_its_nodes(server):
         for section in ("required", "optional"):
             for input_name, spec in node["input"].get(section, {}).items():
                 assert spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+
+
+def _run(server: Server, workflow: dict) -> dict:
+    """Queue ``workflow`` and return its ``/history`` entry once ComfyUI has finished it."""
+    prompt_id = server.post("/prompt", {"prompt": workflow, "client_id": "lipforcing-test"})["prompt_id"]
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        entry = server.get(f"/history/{prompt_id}").get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None and (
+                entry["status"]["completed"] or entry["status"].get("status_str") == "error"):
+            return entry
+        time.sleep(0.5)
+    raise AssertionError(f"prompt {prompt_id} did not finish in {RUN_TIMEOUT_S}s:\n{server.log_text()[-4000:]}")
+
+
+WORKFLOW = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "face.png"}},
+    "2": {"class_type": "LipForcingFaceAlign", "inputs": {"images": ["1", 0], "detector": "mediapipe (offline, bundled)",
+                                                          "face_index": 0}},
+    "3": {"class_type": "LipForcingMouthMask", "inputs": {"mask_image": "built-in (LatentSync mouth mask)", "size": 512}},
+    "4": {"class_type": "LipForcingPasteBack", "inputs": {"images": ["1", 0], "faces": ["2", 0], "alignment": ["2", 1],
+                                                          "mouth_mask": ["3", 0]}},
+    "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "lipforcing_pasted"}},
+    "6": {"class_type": "LoadAudio", "inputs": {"audio": "speech.wav"}},
+    "7": {"class_type": "LipForcingAudioEncoderLoader",
+          "inputs": {"audio_encoder_name": "wav2vec2_tiny/model.safetensors", "weight_dtype": "fp32"}},
+    "8": {"class_type": "LipForcingAudioEncode", "inputs": {"audio_encoder": ["7", 0], "audio": ["6", 0], "fps": 25.0,
+                                                            "frames": 0}},
+    "9": {"class_type": "PreviewAny", "inputs": {"source": ["8", 1]}},
+}
+
+
+def test_workflow_runs_through_comfyui(server):
+    entry = _run(server, WORKFLOW)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    saved = entry["outputs"]["5"]["images"][0]
+    assert (server.base / "output" / saved.get("subfolder", "") / saved["filename"]).is_file()
+    duration = 352844 / (44100 * 2 * 2)  # the golden clip: 16-bit stereo at 44.1 kHz, about 2 s
+    assert abs(int(entry["outputs"]["9"]["text"][0]) - duration * 25) <= 1
+
+
+def test_bad_input_is_a_readable_node_error(server):
+    workflow = {key: WORKFLOW[key] for key in ("6", "7", "8", "9")}
+    workflow["6"] = {"class_type": "LoadAudio", "inputs": {"audio": "short.wav"}}
+    entry = _run(server, workflow)
+    assert entry["status"]["status_str"] == "error"
+    errors = [msg for kind, msg in entry["status"]["messages"] if kind == "execution_error"]
+    assert errors and errors[0]["node_type"] == "LipForcingAudioEncode"
+    assert "Lip Forcing input 'audio'" in errors[0]["exception_message"]

@@ -43,6 +43,7 @@ def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimu
                     force_full_load=False) -> None:
     for patcher in models:
         patcher.model.to(patcher.load_device)
+        patcher.model.device = patcher.load_device  # as ModelPatcher.load does
 
 
 def soft_empty_cache(force=False) -> None:

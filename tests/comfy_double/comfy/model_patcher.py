@@ -11,8 +11,8 @@ class ModelPatcher:
         self.model = model
         self.load_device = load_device
         self.offload_device = offload_device
-        if getattr(model, "device", None) is None:
-            model.device = offload_device
+        if not hasattr(model, "device") or model.device is None:
+            model.device = offload_device  # ComfyUI assigns this attribute again on every load/offload
 
     def model_size(self) -> int:
         if self.size <= 0:
