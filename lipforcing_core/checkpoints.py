@@ -221,8 +221,12 @@ def split_lora(sd: StateDict) -> tuple[StateDict, dict[str, tuple[torch.Tensor, 
     return plain, {k: (ab["A"], ab["B"]) for k, ab in halves.items()}
 
 
-def apply_adapter(base: StateDict, adapter: StateDict, in_dim: int, alpha: float = DEFAULT_LORA_ALPHA) -> StateDict:
-    """Base weights + OmniAvatar adapter: merge LoRA, take audio / patch-embedding weights, pad channels."""
+def apply_adapter(base: StateDict, adapter: StateDict, in_dim: int, alpha: float = DEFAULT_LORA_ALPHA,
+                  device: str | torch.device = "cpu") -> StateDict:
+    """Base weights + OmniAvatar adapter: merge LoRA, take audio / patch-embedding weights, pad channels.
+
+    Merged weights are computed in float32 on ``device`` (a GPU makes the 14B merge take seconds).
+    """
     plain, pairs = split_lora(adapter)
     out = dict(base)
     out.update(plain)
@@ -231,7 +235,8 @@ def apply_adapter(base: StateDict, adapter: StateDict, in_dim: int, alpha: float
         if key not in out:
             raise CheckpointError(f"LoRA targets {module!r}, which the base model does not have")
         w = out[key]
-        out[key] = (w.float() + (alpha / a.shape[0]) * (b.float() @ a.float())).to(w.dtype)
+        delta = (alpha / a.shape[0]) * (b.to(device, torch.float32) @ a.to(device, torch.float32))
+        out[key] = (w.to(device, torch.float32) + delta).to(w.dtype)
     weight = out.get("patch_embedding.weight")
     if weight is not None and weight.shape[1] < in_dim:
         padded = weight.new_zeros(weight.shape[0], in_dim, *weight.shape[2:])
@@ -266,7 +271,7 @@ def load_dit(path_or_paths: str | Path | Sequence[str | Path], preset: str | Non
     name = preset or detected
     cfg = get_preset(name)
     if lora is not None:
-        sd = apply_adapter(sd, unwrap_state_dict(read_state_dict(lora), str(lora)), cfg.in_dim, lora_alpha)
+        sd = apply_adapter(sd, unwrap_state_dict(read_state_dict(lora), str(lora)), cfg.in_dim, lora_alpha, device)
     elif "audio_proj.proj.weight" not in sd:
         raise CheckpointError(f"{path_or_paths} has no audio modules: it looks like a Wan2.1 base model; "
                               "pass the OmniAvatar-LS adapter file as lora=...")

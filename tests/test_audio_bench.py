@@ -11,7 +11,9 @@ from lipforcing_core.audio.features import CHUNK_DEVIATION
 def test_bench_audio_writes_report(golden_root, tmp_path):
     audio_dir = golden_root / "audio"
     out = tmp_path / "audio_bench.json"
-    report = bench_audio(out, audio_dir / "stereo_44100.wav", seconds=3.0, weights=str(audio_dir / "wav2vec2_tiny"), chunk=10, isolate=False)
+    report = bench_audio(
+        out, audio_dir / "stereo_44100.wav", seconds=3.0, weights=str(audio_dir / "wav2vec2_tiny"), chunk=10, isolate=False
+    )
     assert json.loads(out.read_text()) == report
     assert report["frames"] == 75
     assert report["max_abs_deviation_chunked_vs_one_shot"] < CHUNK_DEVIATION

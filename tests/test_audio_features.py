@@ -6,7 +6,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lipforcing_core.audio import comfy_audio_to_mono16k, encode_audio, features_at, load_audio, load_wav2vec2, normalize, prepare_waveform, resample
+from lipforcing_core.audio import (
+    comfy_audio_to_mono16k,
+    encode_audio,
+    features_at,
+    load_audio,
+    load_wav2vec2,
+    normalize,
+    prepare_waveform,
+    resample,
+)
 from lipforcing_core.audio.features import CHUNK_DEVIATION, MIN_FRAMES
 
 ATOL = 1e-4  # golden README: suggested float32 threshold for the tiny model
@@ -115,7 +124,7 @@ def test_batched_comfy_layout_matches_single(encoder, resampled):
 @torch.inference_mode()
 def test_chunked_cnn_matches_one_shot(encoder, inputs, outputs):
     iv = normalize(inputs["waveform"][None])
-    for chunk in (1, 3, 20):
+    for chunk in (2, 20):
         emb = features_at(encoder, iv, 53, chunk=chunk)[0]
         assert torch.allclose(emb, outputs["caseB_audio_emb"], atol=CHUNK_DEVIATION)
 

@@ -77,16 +77,26 @@ def test_drops_ctc_head_and_strict_load(tiny_dir):
 
 def test_infers_config_from_shapes_without_config(tmp_path):
     config = Wav2Vec2Config(
-        conv_dim=(8,) * 7, hidden_size=64, num_hidden_layers=2, num_attention_heads=1,
-        intermediate_size=32, num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2,
+        conv_dim=(8,) * 7,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        intermediate_size=32,
+        num_conv_pos_embeddings=4,
+        num_conv_pos_embedding_groups=2,
     )
     model = build_model(config)
-    hf = {"wav2vec2." + k.replace("encoder.transformer.", "encoder.").replace("encoder.feature_projection.", "feature_projection."): v
-          for k, v in model.state_dict().items()}
+    hf = {
+        "wav2vec2."
+        + k.replace("encoder.transformer.", "encoder.").replace("encoder.feature_projection.", "feature_projection."): v
+        for k, v in model.state_dict().items()
+    }
     save_file(hf, str(tmp_path / "w2v.safetensors"))
     loaded = load_wav2vec2(tmp_path / "w2v.safetensors")
     assert loaded.config == config
-    assert torch.equal(loaded.model.encoder.transformer.pos_conv_embed.conv.weight, model.encoder.transformer.pos_conv_embed.conv.weight)
+    assert torch.equal(
+        loaded.model.encoder.transformer.pos_conv_embed.conv.weight, model.encoder.transformer.pos_conv_embed.conv.weight
+    )
 
 
 def test_single_file_without_config_needs_head_count(tiny_dir, tmp_path):

@@ -80,7 +80,7 @@ def test_streaming_equals_block_causal_full_sequence(model, spec):
 
 
 def test_window_cache_is_allocated_once_and_constant(model):
-    sizes, pointers = [], []
+    sizes = []
     for chunks in (4, 12):
         c = clip(3 * chunks)
         state = model.new_stream(c["text"], c["audio"], latent_hw=(H, W), spec=STREAM_WINDOW)
@@ -112,3 +112,14 @@ def test_stream_errors_are_clear(model):
         model.new_stream(c["text"], None, latent_hw=(H, W), spec=STREAM_FULL)
     with pytest.raises(ValueError, match="4\\*T-3"):
         model(c["x"], 0.5, c["y"], c["text"], c["audio"][:, :-1])
+
+
+def test_bfloat16_weights_stay_close_to_float32(model):
+    c = clip(3)
+    reference = model(c["x"], 0.5, c["y"], c["text"], c["audio"])
+    fast = LipForcingDiT(model.config).eval()
+    fast.load_state_dict(model.state_dict())
+    fast.to(torch.bfloat16)
+    out = fast(c["x"], 0.5, c["y"], c["text"], c["audio"])
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.05)

@@ -21,15 +21,11 @@ import torch
 
 from lipforcing_core.audio.features import DEFAULT_CHUNK, encode_audio
 from lipforcing_core.audio.io import SAMPLE_RATE, load_audio, prepare_waveform
-from lipforcing_core.audio.wav2vec2 import AudioEncoder, Wav2Vec2Config, build_model, load_wav2vec2
+from lipforcing_core.audio.wav2vec2 import AudioEncoder, load_wav2vec2, random_encoder
 
 
 def _encoder(weights: str | None, device: str) -> AudioEncoder:
-    if weights:
-        return load_wav2vec2(weights, device=device)
-    torch.manual_seed(0)
-    config = Wav2Vec2Config()
-    return AudioEncoder(build_model(config).requires_grad_(False), config).to(device)
+    return load_wav2vec2(weights, device=device) if weights else random_encoder().to(device)
 
 
 def _rss_mb() -> float:

@@ -95,7 +95,15 @@ class Wav2Vec2Config:
         Strides are not stored in the weights: only the standard wav2vec2 conv stack is accepted,
         and heads are assumed 64 wide (as in every released wav2vec2).
         """
-        convs = [sd[f"feature_extractor.conv_layers.{i}.conv.weight"] for i in range(_count(sd, r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight"))]
+        try:
+            return cls._infer(sd, source)
+        except KeyError as err:
+            raise CheckpointError(f"{source}: incomplete wav2vec2 checkpoint, missing {err}") from err
+
+    @classmethod
+    def _infer(cls, sd: StateDict, source: str) -> Wav2Vec2Config:
+        num_convs = _count(sd, r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight")
+        convs = [sd[f"feature_extractor.conv_layers.{i}.conv.weight"] for i in range(num_convs)]
         kernels = tuple(w.shape[2] for w in convs)
         if kernels != STANDARD_KERNELS:
             raise CheckpointError(
@@ -103,7 +111,9 @@ class Wav2Vec2Config:
                 "the strides cannot be inferred, put the model's config.json beside the weights"
             )
         if "feature_extractor.conv_layers.1.layer_norm.weight" in sd:
-            raise CheckpointError(f"{source}: layer-norm feature extractor (stable-LN wav2vec2) is not supported; expected base-960h")
+            raise CheckpointError(
+                f"{source}: layer-norm feature extractor (stable-LN wav2vec2) is not supported; expected base-960h"
+            )
         hidden = sd["encoder.feature_projection.projection.weight"].shape[0]
         if hidden % 64:
             raise CheckpointError(
@@ -153,6 +163,12 @@ def build_model(config: Wav2Vec2Config) -> Wav2Vec2Model:
     )
     parametrize.remove_parametrizations(model.encoder.transformer.pos_conv_embed.conv, "weight")
     return model.eval()
+
+
+def random_encoder(config: Wav2Vec2Config = PRESETS["base-960h"], seed: int = 0) -> AudioEncoder:
+    """A seeded randomly initialised encoder: stands in for real weights in benchmarks."""
+    torch.manual_seed(seed)
+    return AudioEncoder(build_model(config).requires_grad_(False), config).eval()
 
 
 def hf_to_torchaudio(sd: StateDict) -> StateDict:
@@ -275,7 +291,7 @@ def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu", dtype: t
         raw = read_state_dict(weights)
     except CheckpointError:
         raise
-    except Exception as err:  # noqa: BLE001 - read_state_dict's legacy-pickle fallback lets unpickling errors through
+    except Exception as err:  # read_state_dict's legacy-pickle fallback lets unpickling errors through
         raise CheckpointError(f"{weights} is not a readable torch checkpoint: {err}") from err
     sd = hf_to_torchaudio(_unwrap(raw, weights))
     if "feature_extractor.conv_layers.0.conv.weight" not in sd or "encoder.feature_projection.projection.weight" not in sd:
@@ -284,7 +300,11 @@ def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu", dtype: t
             f"{weights} is not a wav2vec2 checkpoint: expected keys like 'feature_extractor.conv_layers.0.conv.weight' "
             f"and 'feature_projection.projection.weight' (optionally prefixed 'wav2vec2.'), found {sample}"
         )
-    config = Wav2Vec2Config.from_hf(hf_config, str(weights.parent / "config.json")) if hf_config else Wav2Vec2Config.infer(sd, str(weights))
+    config = (
+        Wav2Vec2Config.from_hf(hf_config, str(weights.parent / "config.json"))
+        if hf_config
+        else Wav2Vec2Config.infer(sd, str(weights))
+    )
     with torch.device("meta"):
         model = build_model(config)
     sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}

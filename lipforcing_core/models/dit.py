@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import STREAM_WINDOW, CausalSpec, DiTConfig
@@ -60,7 +61,8 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 and cast back (Wan convention)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type_as(x)
+        weight, bias = (None if p is None else p.float() for p in (self.weight, self.bias))
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
 
 
 class SelfAttention(nn.Module):
@@ -74,7 +76,6 @@ class SelfAttention(nn.Module):
         self.norm_k = RMSNorm(dim, eps)
 
     def forward(self, x: torch.Tensor, plan: "AttentionPlan", layer: int) -> torch.Tensor:
-        b, s, _ = x.shape
         q = self.norm_q(self.q(x)).unflatten(2, (self.num_heads, -1))
         k = self.norm_k(self.k(x)).unflatten(2, (self.num_heads, -1))
         v = self.v(x).unflatten(2, (self.num_heads, -1))
@@ -263,7 +264,7 @@ class LipForcingDiT(nn.Module):
         ``bf16_attn`` emulates the official student's bfloat16 cross-attention cast (golden
         ``bf16attn`` variant); the full-sequence self-attention stays in the model dtype.
         """
-        b, _, frames, height, width = x_t.shape
+        frames, height, width = x_t.shape[2:]
         h, w = height // self.config.patch_size[1], width // self.config.patch_size[2]
         tables = self.rope(x_t.device)
         if causal is None:
@@ -295,9 +296,7 @@ class LipForcingDiT(nn.Module):
         tokens = (height // cfg.patch_size[1]) * (width // cfg.patch_size[2])
         caches = [SelfAttnCache(context.shape[0], capacity, tokens, cfg.num_heads, cfg.head_dim, spec,
                                 param.dtype, param.device) for _ in self.blocks]
-        with torch.no_grad():
-            cross_kv, audio = self.text_kv(context), self.encode_audio(audio_emb)
-        return StreamState(spec, caches, cross_kv, audio, height, width)
+        return StreamState(spec, caches, self.text_kv(context), self.encode_audio(audio_emb), height, width)
 
     def forward_chunk(self, x_t: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor, state: StreamState, *,
                       start_frame: int | None = None, write_cache: bool = False,

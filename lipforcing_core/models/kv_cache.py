@@ -51,12 +51,14 @@ class SelfAttnCache:
         recent = held - sink
         if self.spec.local_attn_size > 0:
             recent = min(recent, max(0, self.spec.local_attn_size - new_frames - sink))
+        return self._frames(self.k, sink, held - recent, held), self._frames(self.v, sink, held - recent, held)
+
+    def _frames(self, buf: torch.Tensor, sink: int, lo: int, hi: int) -> torch.Tensor:
+        """Slots ``[0, sink)`` and ``[lo, hi)`` of ``buf`` (a view when they are contiguous)."""
         fs = self.fs
-        if sink and recent < held - sink:
-            pick = lambda buf: torch.cat([buf[:, :sink * fs], buf[:, (held - recent) * fs:held * fs]], 1)  # noqa: E731
-        else:
-            pick = lambda buf: buf[:, (held - sink - recent) * fs:held * fs]  # noqa: E731
-        return pick(self.k), pick(self.v)
+        if sink == lo:
+            return buf[:, :hi * fs]
+        return torch.cat([buf[:, :sink * fs], buf[:, lo * fs:hi * fs]], 1)
 
     def write(self, k: torch.Tensor, v: torch.Tensor, start_frame: int) -> None:
         """Store a chunk's K/V (detached), evicting the oldest non-sink frames when full."""
