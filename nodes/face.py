@@ -14,11 +14,13 @@ from lipforcing_core.face import (FaceAligner, FaceNotFoundError, InsightFaceDet
 from ._comfy import folder_paths, io, model_management
 from ._types import LipForcingInputError, frames_from_image, image_from_frames, same_length
 from .paths import INSIGHTFACE_FOLDER, input_files, input_path
+from .progress import Progress
 
 FaceAlignment = io.Custom("LIPFORCING_FACE_ALIGNMENT")
 
 BUILT_IN_MASK = "built-in (LatentSync mouth mask)"
 CATEGORY = "LipForcing/face"
+PASTE_CHUNK = 16  # frames per progress update (paste-back is independent per frame)
 MEDIAPIPE = "mediapipe (offline, bundled)"
 INSIGHTFACE = "insightface buffalo_l (reference)"
 
@@ -133,7 +135,12 @@ class PasteBack(io.ComfyNode):
         same_length(len(frames), len(alignment.transforms), "images", "the alignment")
         same_length(len(generated), len(frames), "faces", "images")
         mask = None if mouth_mask is None else keep_mask(mouth_mask, generated.shape[1], "mouth_mask")
-        pasted = paste_back(frames, generated, alignment.transforms, mask, alignment.crops, alignment.has_face)
+        pasted, progress = np.empty_like(frames), Progress(len(frames))
+        for start in range(0, len(frames), PASTE_CHUNK):
+            part = slice(start, start + PASTE_CHUNK)
+            pasted[part] = paste_back(frames[part], generated[part], alignment.transforms[part], mask,
+                                      alignment.crops[part], alignment.has_face[part])
+            progress.step(min(start + PASTE_CHUNK, len(frames)), preview=pasted[part][-1])
         return io.NodeOutput(image_from_frames(pasted))
 
 

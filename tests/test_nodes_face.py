@@ -108,6 +108,30 @@ def test_paste_back_node_is_the_core_paste_back(clip):
                                   paste_back(frames, generated, alignment.transforms, None))
 
 
+def test_paste_back_reports_progress_and_stops_on_cancel(clip, monkeypatch):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    frames, alignment = clip
+    images, faces = image_from_frames(frames), image_from_frames(alignment.crops)
+    monkeypatch.setattr(face, "PASTE_CHUNK", 1)
+    seen = []
+
+    def hook(value, total, preview, node_id=None):
+        seen.append((value, total, preview is not None))
+        if value == 2:
+            mm.interrupt_current_processing()
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            face.PasteBack.execute(images, faces, alignment)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+    assert seen == [(1, 3, True), (2, 3, True)]
+
+
 def test_paste_back_explains_mismatched_inputs(clip):
     frames, alignment = clip
     images, faces = image_from_frames(frames), image_from_frames(alignment.crops)
@@ -140,6 +164,7 @@ def test_paste_back_in_a_workflow(clip):
     }
     result = Executor([AlignedClip, *face.NODES]).run(workflow)
     assert result.outputs["3"][0].shape == (3, *frames.shape[1:])
+    assert result.progress == [("3", 3, 3, True)]  # one update per chunk of frames, with a preview
     # pasting the aligned originals back over themselves barely changes the frames
     diff = np.abs((result.outputs["3"][0] * 255).round().numpy() - frames.astype(np.float64))
     assert diff.mean() < 1.0
