@@ -62,8 +62,13 @@ class ManagedModel:
 
     def on_device(self) -> torch.nn.Module:
         """Ask ComfyUI to load the weights onto the compute device (offloading others) and return the module."""
-        model_management.load_models_gpu([self.patcher])
-        return self.module
+        return load_together([self])[0]
+
+
+def load_together(models: list[ManagedModel]) -> list[torch.nn.Module]:
+    """Load several models in one request, so ComfyUI does not offload one to make room for the next."""
+    model_management.load_models_gpu([m.patcher for m in models])
+    return [m.module for m in models]
 
 
 def manage(module: torch.nn.Module, kind: str, filename: str) -> ManagedModel:
