@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import av
 import numpy as np
@@ -117,7 +117,7 @@ def read_audio(path: str | Path, start_time: float = 0.0) -> tuple[np.ndarray | 
     if not chunks:
         return None, None
     audio = np.concatenate(chunks, axis=1).astype(np.float32)
-    offset = int(round(((first or 0.0) - start_time) * rate))
+    offset = round(((first or 0.0) - start_time) * rate)
     if offset > 0:
         audio = np.pad(audio, ((0, 0), (offset, 0)))
     elif offset < 0:
@@ -161,10 +161,16 @@ def nearest_indices(source_times: np.ndarray, target_times: np.ndarray) -> np.nd
     return np.where(closer_left, left, right)
 
 
+def frames_at(frames: np.ndarray, fps: float, timestamps: np.ndarray) -> np.ndarray:
+    """Frames of a constant-``fps`` clip shown at ``timestamps`` (nearest frame): maps the model's
+    25 fps output back onto the source clip's own timestamps."""
+    return frames[nearest_indices(frame_times(len(frames), fps), timestamps)]
+
+
 def convert_fps(video: Video, fps: float = MODEL_FPS) -> tuple[Video, np.ndarray]:
     """Resample to a constant ``fps`` (nearest frame by timestamp); returns the new clip and, for each
     new frame, the source frame index. The frame count is ``round(duration * fps)``; audio is kept."""
-    n = max(1, int(round(video.duration * fps)))
+    n = max(1, round(video.duration * fps))
     times = frame_times(n, fps)
     idx = nearest_indices(video.timestamps, times)
     return replace(video, frames=video.frames[idx], fps=float(fps), timestamps=times), idx

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIPFORCING_SHARED", REPO.parent / "shared"))
@@ -25,3 +26,12 @@ def golden_root() -> Path:
 @pytest.fixture(scope="session")
 def media_root() -> Path:
     return _require(SHARED / "media", "test media")
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Small tensor ops: intra-op threads only add overhead on a shared 2-core runner."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,13 +10,7 @@ from lipforcing_core.demo import PHONEMES, Utterance, synthesize_speech
 SR = 16000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensor ops: intra-op threads only add overhead on a shared 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _peak_hz(wave: torch.Tensor, lo: float, hi: float) -> float:
@@ -75,6 +69,7 @@ def test_plosive_has_a_closure_then_a_burst():
 def test_pitch_and_determinism():
     low = synthesize_speech(Utterance.from_phonemes("a", 0.4, f0_hz=100), SR)[int(0.3 * SR): int(0.5 * SR)]
     high = synthesize_speech(Utterance.from_phonemes("a", 0.4, f0_hz=200), SR)[int(0.3 * SR): int(0.5 * SR)]
-    assert _peak_hz(low, 60, 140) == pytest.approx(100, abs=8) and _peak_hz(high, 150, 260) == pytest.approx(200, abs=12)
+    assert _peak_hz(low, 60, 140) == pytest.approx(100, abs=8)
+    assert _peak_hz(high, 150, 260) == pytest.approx(200, abs=12)
     utt = Utterance.sample(9, 2.0)
     assert torch.equal(synthesize_speech(utt), synthesize_speech(utt))

@@ -7,20 +7,21 @@ import pytest
 import torch
 
 from lipforcing_core.demo import (
-    MOUTH_PARAMS, HeadMotion, Identity, Utterance, make_clip, mouth_trace, render_face, render_frames,
+    MOUTH_PARAMS,
+    HeadMotion,
+    Identity,
+    Utterance,
+    face_render,
+    make_clip,
+    mouth_trace,
+    render_face,
+    render_frames,
 )
-from lipforcing_core.demo import face_render
 from lipforcing_core.demo.face_render import _CAVITY
 from lipforcing_core.demo.phonemes import BILABIALS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The renderer's ops are small; intra-op threads only add overhead on a shared 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,8 @@ def test_mouth_trace_follows_phonemes():
     rounded = torch.cat([_at_centres(u, "uo") for u in utts])
     spread = torch.cat([_at_centres(u, "i") for u in utts])
     assert len(bilabial) >= 5 and len(rounded) >= 5 and len(spread) >= 5
-    assert vowels[:, col["open"]].mean() > 0.5 > 0.1 > bilabial[:, col["open"]].max()
-    assert rounded[:, col["round"]].mean() > 0.6 > 0.2 > spread[:, col["round"]].mean()
+    assert vowels[:, col["open"]].mean() > 0.5 and bilabial[:, col["open"]].max() < 0.1
+    assert rounded[:, col["round"]].mean() > 0.6 and spread[:, col["round"]].mean() < 0.2
     assert spread[:, col["width"]].mean() > rounded[:, col["width"]].mean() + 0.5
 
 
@@ -103,7 +104,9 @@ def test_lips_close_for_bilabials_between_loud_vowels():
     a1, m, a2 = _at_centres(utt, "am")[:, 0]
     assert m < 0.08 and a1 > 0.8 and a2 > 0.8
     # co-articulation: the rounding of /u/ carries through /m/, the spreading of /i/ too
-    assert _at_centres(Utterance.from_phonemes("umu", 0.1), "m")[0, 2] > _at_centres(Utterance.from_phonemes("imi", 0.1), "m")[0, 2] + 0.3
+    m_in_umu = _at_centres(Utterance.from_phonemes("umu", 0.1), "m")[0]
+    m_in_imi = _at_centres(Utterance.from_phonemes("imi", 0.1), "m")[0]
+    assert m_in_umu[2] > m_in_imi[2] + 0.3 and m_in_imi[1] > m_in_umu[1] + 0.3
 
 
 @pytest.mark.parametrize("identity_seed,utterance_seed", [(0, 50), (1, 51), (2, 52)])
@@ -131,7 +134,7 @@ def test_dubbing_changes_only_the_mouth_region():
     b = render_face(idn, Utterance.sample(2, 2.0), size=64)
     changed = (a - b).abs().amax(dim=(0, 3)) > 0
     assert changed.any()
-    assert not changed[: int(0.45 * 64)].any()  # eyes, nose, hair, forehead are the same pixels
+    assert not changed[: int(0.5 * 64)].any()  # eyes, nose, hair, forehead, cheeks are the same pixels
     rows, cols = torch.nonzero(changed, as_tuple=True)
     assert rows.max() < 0.95 * 64 and cols.min() > 0.03 * 64 and cols.max() < 0.97 * 64
     # a different motion seed moves the whole head, so it is not a valid dubbing pair
@@ -159,19 +162,19 @@ def test_blinks_close_the_eyes():
     idn = Identity.sample(4)
     open_k, shut_k = int(motion.blink.argmin()), int(motion.blink.argmax())
     mouth = torch.zeros(2, 4)
-    sub = HeadMotion(motion.pose[[open_k, shut_k]], motion.blink[[open_k, shut_k]], motion.gaze[[open_k, shut_k]])
-    frames = render_frames(idn, mouth, sub, size=96)
+    frames = render_frames(idn, mouth, motion[[open_k, shut_k]], size=96)
     eye_whites = ((frames[:, 22:36, 10:86] - 0.95).abs().amax(-1) < 0.04).sum((1, 2))
     assert eye_whites[0] > 30 and eye_whites[1] < eye_whites[0] // 4
 
 
 def test_cropped_feature_windows_lose_nothing(monkeypatch):
-    """Eyes and mouth are rasterised in windows; rendering them over the full frame must agree."""
-    idn, utt = Identity.sample(6), Utterance.sample(6, 3.0)
-    windowed = render_face(idn, utt, size=48)
-    monkeypatch.setattr(face_render, "_EYE_WINDOW", ((0.0, 1.0), (0.0, 1.0)))
-    monkeypatch.setattr(face_render, "_MOUTH_WINDOW", ((0.0, 1.0), (0.0, 1.0)))
-    assert torch.equal(render_face(idn, utt, size=48), windowed)
+    """Small features are rasterised in windows; rendering them over the full frame must agree."""
+    for seed in range(4):
+        idn, utt = Identity.sample(seed), Utterance.sample(seed, 4.0)
+        windowed = render_face(idn, utt, size=48)
+        with monkeypatch.context() as patch:
+            patch.setattr(face_render, "_WINDOWS", dict.fromkeys(face_render._WINDOWS, ((0.0, 1.0), (0.0, 1.0))))
+            assert torch.equal(render_face(idn, utt, size=48), windowed)
 
 
 def test_bad_inputs_are_rejected():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -64,3 +66,18 @@ def test_paste_back(golden, case):
         outside = result.copy()
         outside[y0:y1, x0:x1] = frame[y0:y1, x0:x1]
         np.testing.assert_array_equal(outside, frame)
+
+
+def test_full_face_channel_sums(golden_root, golden):
+    """Full-face mode (no mask) is stored only as ROI channel sums: allow the README's tolerance of
+    at most 2 levels on 0.5 % of the ROI values."""
+    per_frame = json.loads((golden_root / "face" / "meta.json").read_text())["per_frame"]
+    inp, al, pa = golden["inputs"], golden["align"], golden["paste"]
+    y0, y1, x0, x1 = pa["roi"]
+    m = torch.as_tensor(golden["mask"], dtype=torch.float32)
+    budget = 2 * 0.005 * (y1 - y0) * (x1 - x0) * 3
+    for k in range(len(inp["frames"])):
+        a = torch.from_numpy(al["aligned512"][k]).permute(2, 0, 1).float() / 255
+        result, _ = paste_face(inp["frames"][k], torch.where(m < 0.5, 1 - a, 0.9 * a + 0.05), al["M_used"][k])
+        sums = result[y0:y1, x0:x1].reshape(-1, 3).sum(0)
+        assert np.abs(sums - per_frame[k]["result_roi_channel_sums"]["gen_fullface"]).sum() <= budget

@@ -8,8 +8,16 @@ import av
 import numpy as np
 import pytest
 
-from lipforcing_core.video import (VideoError, convert_fps, frame_times, nearest_indices, read_audio, read_video,
-                                   write_video)
+from lipforcing_core.video import (
+    VideoError,
+    convert_fps,
+    frame_times,
+    frames_at,
+    nearest_indices,
+    read_audio,
+    read_video,
+    write_video,
+)
 
 
 def _clip(n: int = 12, h: int = 48, w: int = 64) -> np.ndarray:
@@ -31,6 +39,8 @@ def test_nearest_indices_30_to_25_and_back():
     back = nearest_indices(dst, src)
     assert len(back) == 30 and back[0] == 0 and back[-1] == 24
     assert np.all(np.abs(dst[back] - src) <= 0.5 / 25 + 1e-9)
+    frames25 = np.arange(25)[:, None]
+    np.testing.assert_array_equal(frames_at(frames25, 25.0, src)[:, 0], back)
 
 
 def test_demo3_to_25fps_keeps_audio_in_sync(media_root, tmp_path):

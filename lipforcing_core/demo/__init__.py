@@ -11,7 +11,21 @@ from .speech import synthesize_speech
 from .synthetic import Clip, frame_times, make_clip, num_frames, render_face
 
 __all__ = [
-    "Clip", "HeadMotion", "Identity", "LogMelConfig", "LogMelFeatures", "MOUTH_PARAMS", "PHONEMES", "Segment",
-    "Utterance", "frame_times", "make_clip", "mouth_trace", "num_frames", "num_video_frames", "render_face",
-    "render_frames", "synthesize_speech",
+    "MOUTH_PARAMS",
+    "PHONEMES",
+    "Clip",
+    "HeadMotion",
+    "Identity",
+    "LogMelConfig",
+    "LogMelFeatures",
+    "Segment",
+    "Utterance",
+    "frame_times",
+    "make_clip",
+    "mouth_trace",
+    "num_frames",
+    "num_video_frames",
+    "render_face",
+    "render_frames",
+    "synthesize_speech",
 ]

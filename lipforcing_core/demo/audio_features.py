@@ -35,7 +35,8 @@ class LogMelConfig:
     n_fft: int = 1024
     f_min: float = 40.0
     f_max: float = 7600.0
-    log_offset: float = 3.0  # features are (ln(mel + floor) + offset) / scale, roughly zero-mean unit-variance on speech
+    # features are (ln(mel + floor) + offset) / scale: roughly zero mean, unit variance on speech
+    log_offset: float = 3.0
     log_scale: float = 6.5
     floor: float = 1e-4
 
@@ -82,7 +83,8 @@ class LogMelFeatures(nn.Module):
         if waveform.ndim == 1:
             waveform = waveform[None]
         if waveform.ndim != 2 or not waveform.is_floating_point():
-            raise ValueError(f"waveform must be float [N] or [B,N] mono audio, got {tuple(waveform.shape)} {waveform.dtype}")
+            raise ValueError(f"waveform must be float mono audio [N] or [B,N], got {tuple(waveform.shape)} "
+                             f"{waveform.dtype}")
         cfg = self.config
         v = num_video_frames(waveform.shape[-1], cfg.sample_rate, cfg.fps) if num_frames is None else num_frames
         if v < 1:

@@ -7,7 +7,7 @@ the mask's notch, mouth ≈0.67, chin ≈0.88), so the LatentSync mouth mask cov
 Every shape is rasterised for all frames at once over a ``[T,H,W]`` grid with anti-aliased edges
 (coverage = clamp(½ − distance/pixel, 0, 1)).
 
-Only the mouth and the jaw line below y = 0.5 (face coordinates) depend on the mouth parameters;
+Only the mouth and the jaw line below y = 0.6 (face coordinates) depend on the mouth parameters;
 eyes, blinks, hair, background and head motion depend on the identity and the motion seed. Any
 identity can therefore speak any utterance, and two renderings with the same identity and motion
 differ only in the mouth region — the exact ground truth for dubbing.
@@ -31,10 +31,18 @@ _IRIS = np.array([(0.25, 0.45, 0.75), (0.35, 0.2, 0.1), (0.3, 0.55, 0.3), (0.45,
 _CAVITY: RGB = (0.16, 0.03, 0.05)
 _TEETH: RGB = (0.95, 0.93, 0.86)
 _PIVOT = (0.5, 0.55)  # head rotation/scale centre in face coordinates
-_FACE_CY = 0.5  # the face ellipse's centre; the jaw (lower half) moves with the mouth, the rest never does
-# image-space windows (rows, cols) that hold the eyes and the mouth under any head pose HeadMotion makes
-_EYE_WINDOW = ((0.10, 0.42), (0.0, 1.0))
-_MOUTH_WINDOW = ((0.48, 0.88), (0.24, 0.76))
+_FACE_CY = 0.5  # the face ellipse's centre
+_JAW_TOP = 0.6  # the face outline moves with the mouth below this line only
+_PIXELS_PER_CHUNK = 1 << 17
+# image-space windows (rows, cols) that hold a feature under any head pose HeadMotion makes; features
+# are rasterised only there
+_WINDOWS = {
+    "shirt": ((0.84, 1.0), (0.0, 1.0)),
+    "ears": ((0.22, 0.54), (0.0, 1.0)),
+    "eyes": ((0.10, 0.42), (0.0, 1.0)),
+    "nose": ((0.36, 0.52), (0.38, 0.62)),
+    "mouth": ((0.48, 0.88), (0.24, 0.76)),
+}
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,8 @@ class HeadMotion:
     @classmethod
     def sample(cls, seed: int, num_frames: int, fps: float = 25.0) -> HeadMotion:
         """Smooth small head sway, blinks every 1.5–5 s and a drifting gaze, independent of speech."""
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         rng = np.random.default_rng([seed, 2])
         t = (np.arange(num_frames) + 0.5) / fps
         amps = np.array([0.012, 0.010, 0.035, 0.012])  # dx, dy, roll, scale
@@ -121,8 +131,11 @@ class HeadMotion:
             blink = np.maximum(blink, np.where((u > 0) & (u < 1), np.sin(np.pi * np.clip(u, 0, 1)) ** 0.7, 0.0))
             start += rng.uniform(1.5, 5.0)
         gaze = np.stack([sway(0.012), sway(0.006)], -1)
-        as_t = lambda a: torch.from_numpy(a).to(torch.float32)  # noqa: E731
-        return cls(as_t(pose), as_t(blink), as_t(gaze))
+        return cls(*(torch.from_numpy(a).to(torch.float32) for a in (pose, blink, gaze)))
+
+    def __getitem__(self, frames: slice | list[int] | Tensor) -> HeadMotion:
+        """The motion of a subset of frames."""
+        return HeadMotion(self.pose[frames], self.blink[frames], self.gaze[frames])
 
 
 def _ellipse(x: Tensor, y: Tensor, cx, cy, ax, ay, ay_bottom=None) -> Tensor:
@@ -170,7 +183,14 @@ def render_frames(identity: Identity, mouth: Tensor, motion: HeadMotion, size: i
         raise ValueError(f"mouth must be [T,4] (open, width, round, teeth), got {tuple(mouth.shape)}")
     if motion.pose.shape[0] != mouth.shape[0]:
         raise ValueError(f"motion has {motion.pose.shape[0]} frames but mouth has {mouth.shape[0]}")
-    idn = identity
+    step = max(1, _PIXELS_PER_CHUNK // (size * size))  # chunks of frames keep the working set in cache
+    return torch.cat([
+        _render_chunk(identity, mouth[i:i + step], motion[i:i + step], size)
+        for i in range(0, mouth.shape[0], step)
+    ])
+
+
+def _render_chunk(idn: Identity, mouth: Tensor, motion: HeadMotion, size: int) -> Tensor:
     T = mouth.shape[0]
     v = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     iy, ix = v.view(1, size, 1), v.view(1, 1, size)
@@ -184,29 +204,32 @@ def render_frames(identity: Identity, mouth: Tensor, motion: HeadMotion, size: i
 
     m = mouth.view(T, 4, 1, 1)
     m_open, m_width, m_round, m_teeth = m[:, 0], m[:, 1], m[:, 2], m[:, 3]
-    jaw = idn.jaw_length + 0.03 * m_open
     hair, skin = idn.hair, torch.tensor(idn.skin)
     # hair behind the head, shoulders, neck, ears
     canvas.paint(_ellipse(x, y, 0.5, 0.32, idn.face_width + 0.07, 0.42, 0.42 + 0.4 * idn.hair_length), hair)
-    canvas.paint(_ellipse(x, y, 0.5, 1.2, 0.62, 0.3), idn.shirt)
+    shirt = canvas.crop(*_WINDOWS["shirt"])
+    shirt.paint(_ellipse(shirt.x, shirt.y, 0.5, 1.2, 0.62, 0.3), idn.shirt)
     canvas.paint(torch.maximum((x - 0.5).abs() - 0.16, 0.62 - y), skin * 0.72)
+    ears = canvas.crop(*_WINDOWS["ears"])
     for side in (-1, 1):
-        canvas.paint(_ellipse(x, y, 0.5 + side * (idn.face_width - 0.01), 0.38, 0.045, 0.07), skin * 0.85)
-    # face: an egg whose lower half (the jaw) lengthens as the mouth opens and narrows towards the chin
-    below = ((y - _FACE_CY) / jaw).clamp(0.0, 1.0)
+        ears.paint(_ellipse(ears.x, ears.y, 0.5 + side * (idn.face_width - 0.01), 0.38, 0.045, 0.07), skin * 0.85)
+    # face: an egg narrowing towards the chin; below y = 0.6 the jaw drops as the mouth opens
+    yf = y - 0.03 * m_open * ((y - _JAW_TOP) / 0.25).clamp(0.0, 1.0)
+    below = ((yf - _FACE_CY) / idn.jaw_length).clamp(0.0, 1.0)
     xf = 0.5 + (x - 0.5) / (1.0 - idn.chin_taper * below**2)
-    face = _ellipse(xf, y, 0.5, _FACE_CY, idn.face_width, 0.62, jaw)
+    face = _ellipse(xf, yf, 0.5, _FACE_CY, idn.face_width, 0.62, idn.jaw_length)
     shade = 0.84 + 0.16 * (-face / 0.06).clamp(0.0, 1.0)
     canvas.paint(face, skin * shade[..., None])
     # hair on the forehead: inside the hair mass and above a curved hairline
     line = idn.hairline + 0.5 * (x - 0.5) ** 2 + 0.03 * torch.sin(9 * x + idn.seed)
     canvas.paint(torch.maximum(_ellipse(x, y, 0.5, 0.32, idn.face_width + 0.07, 0.42), y - line), hair)
-    _paint_eyes(canvas.crop(*_EYE_WINDOW), idn, motion)
+    _paint_eyes(canvas.crop(*_WINDOWS["eyes"]), idn, motion)
     # nose: soft tip shading and nostrils (inside the LatentSync mask's notch, never animated)
-    canvas.paint(_ellipse(x, y, 0.5, 0.43, 0.045, 0.035), skin * 0.8, opacity=0.4)
+    nose = canvas.crop(*_WINDOWS["nose"])
+    nose.paint(_ellipse(nose.x, nose.y, 0.5, 0.43, 0.045, 0.035), skin * 0.8, opacity=0.4)
     for side in (-1, 1):
-        canvas.paint(_ellipse(x, y, 0.5 + side * 0.027, 0.458, 0.013, 0.007), skin * 0.35)
-    _paint_mouth(canvas.crop(*_MOUTH_WINDOW), idn, m_open, m_width, m_round, m_teeth)
+        nose.paint(_ellipse(nose.x, nose.y, 0.5 + side * 0.027, 0.458, 0.013, 0.007), skin * 0.35)
+    _paint_mouth(canvas.crop(*_WINDOWS["mouth"]), idn, m_open, m_width, m_round, m_teeth)
     return img.clamp_(0.0, 1.0)
 
 

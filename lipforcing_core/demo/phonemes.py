@@ -183,7 +183,7 @@ def _sample_word(rng: np.random.Generator) -> list[tuple[str, float]]:
         gain = 1.0 if k == stressed else rng.uniform(0.6, 0.85)
         onset = int(rng.choice([0, 1, 1, 1, 2]))
         if onset == 2:
-            word += [(str(rng.choice(["s", "S", "f", "p", "b", "k", "t"])), gain), (str(rng.choice(["l", "r", "w"])), gain)]
+            word += [(str(rng.choice(list("sSfpbkt"))), gain), (str(rng.choice(list("lrw"))), gain)]
         elif onset == 1:
             word.append((str(rng.choice(CONSONANTS)), gain))
         vowel = str(rng.choice(VOWELS, p=[0.24, 0.17, 0.17, 0.15, 0.15, 0.12]))

@@ -34,37 +34,37 @@ def synthesize_speech(utterance: Utterance, sample_rate: int = 16000) -> Tensor:
     source = _glottal_source(utterance, n, sample_rate)
     white = torch.randn(n, generator=gen, dtype=torch.float64)
     window = torch.hann_window(_WIN, dtype=torch.float64)
-    stft = lambda x: torch.stft(x, _N_FFT, _HOP, _WIN, window, center=True, return_complex=True)  # noqa: E731
     freqs = torch.linspace(0, sample_rate / 2, _N_FFT // 2 + 1, dtype=torch.float64)[:, None]  # [F,1]
     voiced_env = _formant_envelope(freqs, formants)
     noise_env = torch.exp(-0.5 * ((freqs - noise_hz[None]) / noise_bw[None]) ** 2)
-    spec = stft(source) * (voice[None] * voiced_env) + stft(white) * (noise[None] * noise_env)
+    spec = _stft(source, window) * (voice[None] * voiced_env) + _stft(white, window) * (noise[None] * noise_env)
     wave = torch.istft(spec, _N_FFT, _HOP, _WIN, window, center=True, length=n)
     peak = wave.abs().max()
     return (wave * (_PEAK / peak) if peak > 0 else wave).to(torch.float32)
 
 
+def _stft(x: Tensor, window: Tensor) -> Tensor:
+    return torch.stft(x, _N_FFT, _HOP, _WIN, window, center=True, return_complex=True)
+
+
 def _acoustic_tracks(utt: Utterance, t: Tensor, sample_rate: int) -> tuple[Tensor, ...]:
     """Per-STFT-frame voice/noise amplitudes, formants ``[3,T]`` and noise band, smoothed across phonemes."""
-    idx = utt.segment_index(t)
-    seg = utt.segments
-    col = lambda f: torch.tensor([f(s) for s in seg], dtype=torch.float64)[idx]  # noqa: E731
-    start, end, gain = col(lambda s: s.start), col(lambda s: s.end), col(lambda s: s.gain)
-    voice, noise = col(lambda s: s.phoneme.voice), col(lambda s: s.phoneme.noise)
-    plosive = col(lambda s: float(s.phoneme.kind == "plosive")).bool()
+    rows = [(s.start, s.end, s.gain, p.voice, p.noise, p.kind == "plosive", *p.formants, p.noise_hz, p.noise_bw)
+            for s in utt.segments for p in (s.phoneme,)]
+    per_frame = torch.tensor(rows, dtype=torch.float64)[utt.segment_index(t)].T
+    start, end, gain, voice, noise, plosive, f1, f2, f3, noise_hz, noise_bw = per_frame
+    plosive = plosive.bool()
     release = start + _CLOSURE * (end - start)
     after = t - release
     # plosive: closure keeps only the voice bar, then a burst decays into a short aspiration
     burst = torch.where(after >= 0, torch.exp(-after.clamp_min(0) / _BURST_DECAY_S) + 0.15, torch.zeros_like(t))
     noise = torch.where(plosive, noise * burst, noise)
     voice = torch.where(plosive & (after >= 0), voice * 2.5, voice)
-    formants = torch.stack([col(lambda s, k=k: s.phoneme.formants[k]) for k in range(3)])
-    noise_hz, noise_bw = col(lambda s: s.phoneme.noise_hz), col(lambda s: s.phoneme.noise_bw)
     frame_s = _HOP / sample_rate
     return (
         _smooth(voice * gain, 0.010, frame_s),
         _smooth(noise * gain, 0.006, frame_s),
-        _smooth(formants, 0.040, frame_s),
+        _smooth(torch.stack([f1, f2, f3]), 0.040, frame_s),
         _smooth(noise_hz, 0.020, frame_s),
         _smooth(noise_bw, 0.020, frame_s),
     )
@@ -72,7 +72,7 @@ def _acoustic_tracks(utt: Utterance, t: Tensor, sample_rate: int) -> tuple[Tenso
 
 def _smooth(x: Tensor, width_s: float, frame_s: float) -> Tensor:
     """Zero-phase Hann smoothing of tracks ``[..., T]`` over ``width_s`` seconds (edges replicated)."""
-    k = max(3, int(round(width_s / frame_s)) | 1)
+    k = max(3, round(width_s / frame_s) | 1)
     kernel = torch.hann_window(k + 2, periodic=False, dtype=x.dtype)[1:-1]
     kernel = (kernel / kernel.sum()).view(1, 1, k)
     y = F.pad(x.reshape(-1, 1, x.shape[-1]), (k // 2, k // 2), mode="replicate")

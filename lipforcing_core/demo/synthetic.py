@@ -70,9 +70,8 @@ def make_clip(identity_seed: int, utterance_seed: int, duration_s: float = 2.0, 
         raise ValueError(f"sample_rate/fps must be a whole number of samples per frame, got {sample_rate}/{fps}")
     identity = Identity.sample(identity_seed)
     utterance = Utterance.sample(utterance_seed, duration_s)
-    count = num_frames(duration_s, fps)
+    frames = render_face(identity, utterance, fps, size, motion_seed)
+    count = frames.shape[0]
     mouth = mouth_trace(utterance, frame_times(count, fps))
-    motion = HeadMotion.sample(identity_seed if motion_seed is None else motion_seed, count, fps)
-    frames = render_frames(identity, mouth, motion, size)
     audio = synthesize_speech(utterance, sample_rate)[: count * int(sample_rate / fps)]
     return Clip(frames, audio, sample_rate, fps, mouth, identity, utterance)

@@ -86,27 +86,36 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
     return np.linalg.inv(full)[:2]
 
 
-def sample_affine(image: torch.Tensor, src_of_dst: np.ndarray, out_hw: tuple[int, int]) -> torch.Tensor:
-    """Bilinear align-corners sampling of ``image`` [C,H,W] at ``src_of_dst``·(x, y, 1) for every output
-    pixel, zero padding. Returns [C+1, h, w] float64: the samples plus the in-image weight share w."""
-    c, h, w = image.shape
+def _axis_share(coord: np.ndarray, n: int) -> np.ndarray:
+    """Share of the two linear-interpolation weights along one axis whose taps fall inside [0, n)."""
+    i = np.floor(coord)
+    f = coord - i
+    return np.where((i >= 0) & (i < n), 1 - f, 0.0) + np.where((i >= -1) & (i < n - 1), f, 0.0)
+
+
+def sample_affine(image: np.ndarray, src_of_dst: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear sampling of ``image`` [H,W,C] at ``src_of_dst``·(x, y, 1) for every output pixel, with
+    integer pixel centres (align-corners) and zero padding -- the kornia ``warp_affine`` geometry.
+    Positions are computed in float64, the interpolation in float32 (as kornia on CPU).
+    Returns (samples [h,w,C] float32, in-image weight share w [h,w] float64)."""
+    h, w = image.shape[:2]
     oh, ow = out_hw
-    a = torch.as_tensor(src_of_dst, dtype=torch.float64)
-    ys, xs = torch.meshgrid(torch.arange(oh, dtype=torch.float64), torch.arange(ow, dtype=torch.float64), indexing="ij")
+    a = np.asarray(src_of_dst, np.float64)
+    ys, xs = np.mgrid[0:oh, 0:ow].astype(np.float64)
     sx = a[0, 0] * xs + a[0, 1] * ys + a[0, 2]
     sy = a[1, 0] * xs + a[1, 1] * ys + a[1, 2]
-    grid = torch.stack([sx * (2.0 / (w - 1)) - 1.0, sy * (2.0 / (h - 1)) - 1.0], dim=-1)[None]
-    src = torch.cat([image.to(torch.float64), torch.ones(1, h, w, dtype=torch.float64)])[None]
-    return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+    grid = np.stack([sx * (2.0 / (w - 1)) - 1.0, sy * (2.0 / (h - 1)) - 1.0], axis=-1).astype(np.float32)
+    src = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    out = F.grid_sample(src, torch.from_numpy(grid)[None], mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out[0].permute(1, 2, 0).numpy(), _axis_share(sx, w) * _axis_share(sy, h)
 
 
 def warp_crop(frame: np.ndarray, m16: np.ndarray) -> np.ndarray:
     """uint8 RGB frame [H,W,3] -> 420x560 crop [560,420,3] uint8 with the float16 matrix ``m16``."""
-    img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
-    out = sample_affine(img, invert_affine(m16), (CROP_H, CROP_W))
-    v = out[:3] + FILL * (1.0 - out[3:])
-    v = v.to(torch.float16).float().clamp(0, 255)  # official output dtype is float16, then truncation
-    return v.to(torch.uint8).permute(1, 2, 0).numpy()
+    samples, share = sample_affine(frame, invert_affine(m16), (CROP_H, CROP_W))
+    v = samples + FILL * (1.0 - share[..., None])
+    v = v.astype(np.float16).astype(np.float32).clip(0, 255)  # official output is float16, then truncation
+    return v.astype(np.uint8)
 
 
 def align_frame(frame: np.ndarray, m16: np.ndarray, size: int = RESOLUTION) -> np.ndarray:

@@ -139,7 +139,11 @@ class MediaPipeDetector:
         half = reg[:, 2:4] / 2
         boxes = np.concatenate([centre - half, centre + half], axis=1)
         kps = reg[:, 4:16].reshape(-1, 6, 2) + anchors[:, None]
-        to_frame = lambda p: (p * DET_SIZE - np.array([ox, oy])) / scale  # noqa: E731
+        offset = np.array([ox, oy])
+
+        def to_frame(p: np.ndarray) -> np.ndarray:
+            return (p * DET_SIZE - offset) / scale
+
         return [(to_frame(b.reshape(2, 2)).ravel(), s, to_frame(k)) for b, s, k in _weighted_nms(boxes, scores, kps)]
 
     def _landmarks(self, frame: np.ndarray, box: np.ndarray, eyes: np.ndarray) -> np.ndarray:
@@ -192,8 +196,9 @@ class InsightFaceDetector:
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         faces = []
-        for f in self.app.get(np.ascontiguousarray(frame[..., ::-1])):  # insightface expects BGR
-            x1, y1, x2, y2 = f.bbox
+        # The official pipeline hands insightface the RGB frame (not BGR); do the same to match it.
+        for f in self.app.get(np.ascontiguousarray(frame)):
+            x1, y1, x2, y2 = f.bbox.astype(np.int_).tolist()
             w, h = x2 - x1, y2 - y1
             if w < 50 or h < 80 or not 0.2 <= w / h <= 1.5 or f.det_score < 0.5:
                 continue

@@ -65,16 +65,18 @@ def paste_face(frame: np.ndarray, face: torch.Tensor, m16: np.ndarray) -> tuple[
     crop_of_frame = invert_affine(m_inv)
     # First pass on the tight box to measure w_edge, then the box grown by the blur/erosion reach.
     y0, y1, x0, x1 = _crop_bbox(m_inv, (h, w), 2)
-    cov0 = sample_affine(torch.zeros(1, CROP_H, CROP_W), _shifted(crop_of_frame, x0, y0), (y1 - y0, x1 - x0))[1]
-    _, _, w_edge = soft_alpha(cov0.float().numpy())
+    hwc = face.permute(1, 2, 0).numpy()
+    cov0 = sample_affine(hwc[..., :1], _shifted(crop_of_frame, x0, y0), (y1 - y0, x1 - x0))[1]
+    _, _, w_edge = soft_alpha(cov0.astype(np.float32))
     y0, y1, x0, x1 = _crop_bbox(m_inv, (h, w), 2 * w_edge + 4)
-    out = sample_affine(face, _shifted(crop_of_frame, x0, y0), (y1 - y0, x1 - x0)).float()
-    coverage = out[3].numpy()
-    inv_face = ((out[:3] + FILL * (1 - out[3:])) / 2 + 0.5).clamp(0, 1) * 255
+    samples, share = sample_affine(hwc, _shifted(crop_of_frame, x0, y0), (y1 - y0, x1 - x0))
+    coverage = share.astype(np.float32)
+    v = (samples + FILL * (1 - share[..., None])).astype(np.float32)
+    inv_face = np.clip(v / 2 + 0.5, 0, 1) * np.float32(255)
     alpha, e, _ = soft_alpha(coverage)
     roi = frame[y0:y1, x0:x1].astype(np.float32)
     a = alpha[..., None]
-    blended = a * (e[..., None] * inv_face.permute(1, 2, 0).numpy()) + (1 - a) * roi
+    blended = a * (e[..., None] * inv_face) + (1 - a) * roi
     result = frame.copy()
     result[y0:y1, x0:x1] = blended.astype(np.uint8)  # truncation, as the official float->uint8
     full_alpha = np.zeros((h, w), np.float32)

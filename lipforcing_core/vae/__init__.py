@@ -4,7 +4,13 @@ Both expose streams as objects (``new_encode_stream`` / ``new_decode_stream``), 
 streams can share one model without sharing cache state.
 """
 
-from lipforcing_core.vae.taehv import TAEHV, TAEHVConfig, TAEHVStream, load_taehv, taehv_from_state_dict
+from lipforcing_core.vae.taehv import (
+    TAEHV,
+    TAEHVConfig,
+    TAEHVStream,
+    load_taehv,
+    taehv_from_state_dict,
+)
 from lipforcing_core.vae.wan_vae import (
     DecodeStream,
     EncodeStream,
@@ -18,7 +24,18 @@ from lipforcing_core.vae.wan_vae import (
 )
 
 __all__ = [
-    "TAEHV", "TAEHVConfig", "TAEHVStream", "load_taehv", "taehv_from_state_dict",
-    "DecodeStream", "EncodeStream", "WanVAE", "WanVAEConfig", "denormalize_latent", "latent_scale",
-    "load_wan_vae", "normalize_latent", "wan_vae_from_state_dict",
+    "TAEHV",
+    "DecodeStream",
+    "EncodeStream",
+    "TAEHVConfig",
+    "TAEHVStream",
+    "WanVAE",
+    "WanVAEConfig",
+    "denormalize_latent",
+    "latent_scale",
+    "load_taehv",
+    "load_wan_vae",
+    "normalize_latent",
+    "taehv_from_state_dict",
+    "wan_vae_from_state_dict",
 ]

@@ -194,8 +194,8 @@ class TAEHV(nn.Module):
         self.t_upscale = 2 ** sum(config.decoder_time_upscale)
         self.frames_to_trim = self.t_upscale - 1
 
-    def _check(self, x: Tensor, name: str, channels: int, layout: str) -> None:
-        if x.ndim != 5 or x.shape[2] != channels:
+    def _check(self, x: Tensor, name: str, channels: int, layout: str, channel_dim: int = 2) -> None:
+        if x.ndim != 5 or x.shape[channel_dim] != channels:
             raise ValueError(f"{name} must be a 5-D tensor {layout} with {channels} channels, got shape {tuple(x.shape)}")
 
     # ---------------------------------------------------------------- official API (NTCHW, [0, 1])
@@ -254,11 +254,15 @@ class TAEHV(nn.Module):
         ``n`` is ``1 + 4 (T - 1)`` on a stream's first call and ``4 T`` afterwards; each latent is
         decoded as soon as it arrives, so nothing is left to flush.
         """
-        self._check(latent.transpose(1, 2), "latent", self.config.latent_channels, "[B, C, T, h, w]")
+        self._check(latent, "latent", self.config.latent_channels, "[B, C, T, h, w]", channel_dim=1)
         frames = []
         for lt in latent.transpose(1, 2).split(1, 1):
             frames += [self.decode_step(stream, lt)] + self.flush_decoder(stream)
         return torch.cat([f for f in frames if f is not None], 1).mul(2).sub(1).transpose(1, 2)
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """Wan-layout full decode (sequential, O(1) memory in T): ``[B, 16, T, h, w]`` -> ``[B, 3, 4T - 3, H, W]`` in [-1, 1]."""
+        return self.decode_chunk(latent, self.new_decode_stream())
 
     # ---------------------------------------------------------------- streaming encode
 
@@ -284,7 +288,7 @@ class TAEHV(nn.Module):
 
     def encode(self, video: Tensor) -> Tensor:
         """Lip Forcing's encode wrapper: ``[B, 3, T, H, W]`` in [-1, 1] -> ``[B, 16, ceil(T/4), h, w]`` (front-padded)."""
-        self._check(video.transpose(1, 2), "video", 3, "[B, 3, T, H, W] in [-1, 1]")
+        self._check(video, "video", 3, "[B, 3, T, H, W] in [-1, 1]", channel_dim=1)
         pixels = video.transpose(1, 2).add(1).div(2)
         return self.encode_video(pixels, parallel=False, pad="front").transpose(1, 2)
 

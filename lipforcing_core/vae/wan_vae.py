@@ -15,6 +15,7 @@ normalised space the DiT and TAEHV use, ``T = 1 + 4 (T' - 1)``.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +89,7 @@ class CausalConv3d(nn.Conv3d):
     def forward(self, x: Tensor, history: Tensor | None = None) -> Tensor:
         pad = list(self.pad)
         if history is not None:
-            x = torch.cat([history.to(x.device), x], 2)
+            x = torch.cat([history, x], 2)
             pad[4] -= history.shape[2]
         return super().forward(F.pad(x, pad))
 
@@ -97,7 +98,7 @@ def _tail(x: Tensor, previous: Tensor | None) -> Tensor:
     """The last ``CACHE_T`` frames of ``x``, topped up from ``previous`` when ``x`` is shorter."""
     tail = x[:, :, -CACHE_T:].clone()
     if tail.shape[2] < CACHE_T and previous is not None:
-        tail = torch.cat([previous[:, :, -1:].to(tail.device), tail], 2)
+        tail = torch.cat([previous[:, :, -1:], tail], 2)
     return tail
 
 
@@ -214,7 +215,7 @@ class Encoder3d(nn.Module):
         dims = [cfg.dim * u for u in (1, *cfg.dim_mult)]
         self.conv1 = CausalConv3d(3, dims[0], 3)
         blocks: list[nn.Module] = []
-        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             for _ in range(cfg.num_res_blocks):
                 blocks.append(ResidualBlock(in_dim, out_dim))
                 in_dim = out_dim
@@ -241,7 +242,7 @@ class Decoder3d(nn.Module):
         c = dims[0]
         self.middle = nn.Sequential(ResidualBlock(c, c), AttentionBlock(c), ResidualBlock(c, c))
         blocks: list[nn.Module] = []
-        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             if i > 0:  # the previous upsample halved the channels
                 in_dim //= 2
             for _ in range(cfg.num_res_blocks + 1):
@@ -321,9 +322,10 @@ class WanVAE(nn.Module):
             raise ValueError(f"video height and width must be multiples of {SPACE_FACTOR}, got {tuple(video.shape[3:])}")
         bounds = [0, 1] if first else [0]
         bounds += list(range(bounds[-1] + TIME_FACTOR, t + 1, TIME_FACTOR))
-        features = [self.encoder(video[:, :, a:b], stream.cache) for a, b in zip(bounds[:-1], bounds[1:])]
+        # Heads run per latent frame so results do not depend on how a clip is split into calls.
+        moments = [self.conv1(self.encoder(video[:, :, a:b], stream.cache)) for a, b in itertools.pairwise(bounds)]
         stream.frames_seen += t
-        return self.conv1(torch.cat(features, 2)).chunk(2, dim=1)
+        return torch.cat(moments, 2).chunk(2, dim=1)
 
     def encode(self, video: Tensor, normalize: bool = True) -> Tensor:
         """Full-clip encode of ``[B, 3, 1 + 4k, H, W]`` pixels to ``[B, 16, 1 + k, H/8, W/8]`` latents."""
@@ -343,8 +345,8 @@ class WanVAE(nn.Module):
         _check_channels(latent, "latent", self.config.z_dim, f"[B, {self.config.z_dim}, T, h, w]")
         if latent.shape[2] == 0:
             raise ValueError("latent chunk has no frames")
-        z = self.conv2(denormalize_latent(latent))
-        frames = [self.decoder(z[:, :, i:i + 1], stream.cache) for i in range(z.shape[2])]
+        z = denormalize_latent(latent)
+        frames = [self.decoder(self.conv2(z[:, :, i:i + 1]), stream.cache) for i in range(z.shape[2])]
         stream.latents_seen += z.shape[2]
         out = torch.cat(frames, 2)
         return out.clamp(-1, 1) if clamp else out
@@ -368,9 +370,11 @@ def _unwrap(state: dict) -> dict[str, Tensor]:
         if f"{prefix}decoder.conv1.weight" in state and f"{prefix}conv2.weight" in state:
             return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     sample = ", ".join(list(state)[:4])
+    hint = (" This looks like a diffusers-format VAE (AutoencoderKLWan); use the original Wan2.1_VAE.pth "
+            "or ComfyUI's wan_2.1_vae.safetensors." if any(k.endswith("decoder.conv_in.weight") for k in state) else "")
     raise CheckpointError(
         "not a Wan2.1 VAE checkpoint: expected keys like 'decoder.conv1.weight' and 'conv2.weight' "
-        f"(optionally under 'model.'), found {len(state)} keys such as {sample}")
+        f"(optionally under 'model.'), found {len(state)} keys such as {sample}.{hint}")
 
 
 def wan_vae_from_state_dict(state: dict, dtype: torch.dtype = torch.float32, device="cpu") -> WanVAE:
