@@ -4,8 +4,8 @@ Every node module takes ComfyUI's API from here, so the surface we depend on is 
 reviewable list (mirrored by the test double in ``tests/comfy_double``).
 """
 
-import comfy.model_management as model_management
 import folder_paths
+from comfy import model_management
 from comfy.model_patcher import ModelPatcher
 from comfy.utils import ProgressBar
 from comfy_api.latest import ComfyExtension, io

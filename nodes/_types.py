@@ -16,9 +16,9 @@ TEXT_TOKENS = 512  # UMT5 context length the DiT was trained with (zero-padded)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def dtype_input(default: str, tooltip: str, options: list[str] = list(DTYPES)) -> io.Combo.Input:
+def dtype_input(default: str, tooltip: str, options: tuple[str, ...] = tuple(DTYPES)) -> io.Combo.Input:
     """The ``weight_dtype`` combo every loader has."""
-    return io.Combo.Input("weight_dtype", options=options, default=default, tooltip=tooltip)
+    return io.Combo.Input("weight_dtype", options=list(options), default=default, tooltip=tooltip)
 
 
 class LipForcingInputError(ValueError):

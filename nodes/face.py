@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from lipforcing_core.face import (FaceAligner, FaceNotFoundError, InsightFaceDetector, MediaPipeDetector,
-                                  ModelNotFoundError, load_mouth_mask, paste_back)
+
+from lipforcing_core.face import (
+    FaceAligner,
+    FaceNotFoundError,
+    InsightFaceDetector,
+    MediaPipeDetector,
+    ModelNotFoundError,
+    load_mouth_mask,
+    paste_back,
+)
 
 from ._comfy import folder_paths, io, model_management
 from ._types import LipForcingInputError, frames_from_image, image_from_frames, same_length

@@ -38,7 +38,7 @@ class ModelLoader(io.ComfyNode):
                                tooltip="A merged Lip Forcing checkpoint in models/diffusion_models "
                                        "(.pth or .safetensors)."),
                 dtype_input("default", "Weight dtype. 'default' keeps the file's dtype (bf16 for the release); "
-                                        "fp32 is exact but needs twice the memory.", ["default", *DTYPES]),
+                                        "fp32 is exact but needs twice the memory.", ("default", *DTYPES)),
                 io.Combo.Input("size", options=["auto", *PRESETS], default="auto",
                                tooltip="Architecture preset; 'auto' reads it from the tensor shapes."),
             ],

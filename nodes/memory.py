@@ -7,10 +7,11 @@ which lets a node reject a wrong model with a readable message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
+
 from lipforcing_core.checkpoints import CheckpointError
 
 from ._comfy import ModelPatcher, model_management

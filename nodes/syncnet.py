@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from lipforcing_core.syncnet.metrics import evaluate_sync
 from lipforcing_core.syncnet.model import load_syncnet
 from lipforcing_core.syncnet.plot import plot_offsets

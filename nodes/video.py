@@ -8,6 +8,7 @@ result back to the source rate picks the matching frames again.
 from __future__ import annotations
 
 import torch
+
 from lipforcing_core.video import MODEL_FPS, Video, convert_fps, frame_times
 
 from ._comfy import io

@@ -21,7 +21,7 @@ PACK = "lipforcing_pack"
 if str(DOUBLE) not in sys.path:
     sys.path.insert(0, str(DOUBLE))
 
-import folder_paths  # noqa: E402
+import folder_paths
 
 if not getattr(folder_paths, "__file__", "").startswith(str(DOUBLE)):
     raise ImportError(f"expected the ComfyUI test double, but folder_paths comes from {folder_paths.__file__}")

@@ -157,7 +157,7 @@ class Executor:
             out = cls.execute(**kwargs)
             if inspect.iscoroutine(out):
                 out = asyncio.run(out)
-        except Exception as err:  # noqa: BLE001 - reported like ComfyUI does: node + message
+        except Exception as err:
             raise WorkflowError(node_id, schema.node_id, f"{type(err).__name__}: {err}") from err
         values = tuple(out.args) if hasattr(out, "args") else tuple(out or ())
         if len(values) != len(schema.outputs):

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env  # noqa: E402
+import comfy_env
+from comfy_api.latest import io
+from comfy_executor import Executor, WorkflowError
+from lipforcing_pack.nodes import audio
+from lipforcing_pack.nodes._types import LipForcingInputError
+from lipforcing_pack.nodes.memory import manage
 
-from comfy_api.latest import io  # noqa: E402
-from comfy_executor import Executor, WorkflowError  # noqa: E402
-from lipforcing_core.audio.features import encode_audio  # noqa: E402
-from lipforcing_core.audio.io import load_audio  # noqa: E402
-from lipforcing_pack.nodes import audio  # noqa: E402
-from lipforcing_pack.nodes._types import LipForcingInputError  # noqa: E402
-from lipforcing_pack.nodes.memory import manage  # noqa: E402
+from lipforcing_core.audio.features import encode_audio
+from lipforcing_core.audio.io import load_audio
 
 
 @pytest.fixture()

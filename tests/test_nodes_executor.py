@@ -13,10 +13,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env  # noqa: E402,F401
-
-from comfy_api.latest import io  # noqa: E402
-from comfy_executor import Executor, WorkflowError  # noqa: E402
+import comfy_env  # noqa: F401  (puts the ComfyUI test double on sys.path)
+from comfy_api.latest import io
+from comfy_executor import Executor, WorkflowError
 
 
 class MakeImage(io.ComfyNode):

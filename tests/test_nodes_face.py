@@ -11,17 +11,17 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env  # noqa: E402
+import comfy_env
+import folder_paths
+from comfy_api.latest import io
+from comfy_executor import Executor, WorkflowError
+from lipforcing_pack.nodes import face
+from lipforcing_pack.nodes._types import LipForcingInputError, image_from_frames
 
-import folder_paths  # noqa: E402
-from comfy_api.latest import io  # noqa: E402
-from comfy_executor import Executor, WorkflowError  # noqa: E402
-from lipforcing_core.face import FaceAligner, MediaPipeDetector, ModelNotFoundError  # noqa: E402
-from lipforcing_core.face.align import align_points  # noqa: E402
-from lipforcing_core.face.mask import load_mouth_mask  # noqa: E402
-from lipforcing_core.face.paste import paste_back  # noqa: E402
-from lipforcing_pack.nodes import face  # noqa: E402
-from lipforcing_pack.nodes._types import LipForcingInputError, image_from_frames  # noqa: E402
+from lipforcing_core.face import FaceAligner, MediaPipeDetector, ModelNotFoundError
+from lipforcing_core.face.align import align_points
+from lipforcing_core.face.mask import load_mouth_mask
+from lipforcing_core.face.paste import paste_back
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env  # noqa: E402,F401  (puts the ComfyUI test double on sys.path)
-
-import comfy.model_management as mm  # noqa: E402
-import comfy.utils  # noqa: E402
-import folder_paths  # noqa: E402
-from lipforcing_pack.nodes import _types, memory, paths, progress  # noqa: E402
+import comfy.model_management as mm
+import comfy.utils
+import comfy_env
+import folder_paths
+from lipforcing_pack.nodes import _types, memory, paths, progress
 
 
 @pytest.fixture()

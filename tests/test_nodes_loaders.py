@@ -9,15 +9,15 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env  # noqa: E402
+import comfy_env
+from comfy_executor import Executor, WorkflowError
+from lipforcing_pack.nodes import loaders
+from lipforcing_pack.nodes._types import LipForcingInputError
+from lipforcing_pack.nodes.memory import ManagedModel
 
-from comfy_executor import Executor, WorkflowError  # noqa: E402
-from lipforcing_core.models.dit import LipForcingDiT  # noqa: E402
-from lipforcing_core.vae.taehv import TAEHV  # noqa: E402
-from lipforcing_core.vae.wan_vae import WanVAE  # noqa: E402
-from lipforcing_pack.nodes import loaders  # noqa: E402
-from lipforcing_pack.nodes._types import LipForcingInputError  # noqa: E402
-from lipforcing_pack.nodes.memory import ManagedModel  # noqa: E402
+from lipforcing_core.models.dit import LipForcingDiT
+from lipforcing_core.vae.taehv import TAEHV
+from lipforcing_core.vae.wan_vae import WanVAE
 
 
 @pytest.fixture()

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env  # noqa: E402
+import comfy_env
+from lipforcing_pack.nodes import syncnet
+from lipforcing_pack.nodes._types import LipForcingInputError
 
-from lipforcing_core.syncnet.metrics import evaluate_sync  # noqa: E402
-from lipforcing_pack.nodes import syncnet  # noqa: E402
-from lipforcing_pack.nodes._types import LipForcingInputError  # noqa: E402
+from lipforcing_core.syncnet.metrics import evaluate_sync
 
 
 @pytest.fixture()

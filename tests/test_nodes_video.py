@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env  # noqa: E402,F401
+import comfy_env  # noqa: F401  (puts the ComfyUI test double on sys.path)
+from comfy_executor import Executor
+from lipforcing_pack.nodes import video
+from lipforcing_pack.nodes._types import image_from_frames
 
-from comfy_executor import Executor  # noqa: E402
-from lipforcing_core.video import Video, convert_fps, frame_times  # noqa: E402
-from lipforcing_pack.nodes import video  # noqa: E402
-from lipforcing_pack.nodes._types import image_from_frames  # noqa: E402
+from lipforcing_core.video import Video, convert_fps, frame_times
 
 
 def numbered(n: int) -> torch.Tensor:

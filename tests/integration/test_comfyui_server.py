@@ -22,9 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 300

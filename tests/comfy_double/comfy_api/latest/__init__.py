@@ -18,4 +18,4 @@ class ComfyExtension(ABC):
 
 IO = io
 
-__all__ = ["ComfyExtension", "io", "IO"]
+__all__ = ["IO", "ComfyExtension", "io"]

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF013  (signatures copy ComfyUI's own, ``x: str = None`` included)
 """Test double of ``comfy_api.latest.io``: the schema classes the pack uses, nothing more.
 
 Each class keeps the real constructor parameters and ``as_dict`` output for the fields we use, so
