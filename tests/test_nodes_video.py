@@ -6,15 +6,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env  # noqa: F401  (puts the ComfyUI test double on sys.path)
+import comfy_env
 from comfy_executor import Executor
 from lipforcing_pack.nodes import video
-from lipforcing_pack.nodes._types import image_from_frames
+from lipforcing_pack.nodes._types import LipForcingInputError, image_from_frames
 
-from lipforcing_core.video import Video, convert_fps, frame_times
+from lipforcing_core.video import Video, convert_fps, frame_times, read_video, write_video
 
 
 def numbered(n: int) -> torch.Tensor:
@@ -52,3 +53,50 @@ def test_round_trip_in_a_workflow():
     result = Executor([Source, *video.NODES]).run(workflow)
     back = (result.outputs["3"][0][:, 0, 0, 0] * 255).round().long()
     assert len(back) == 60 and (back - torch.arange(60)).abs().max() <= 1
+
+
+@pytest.fixture()
+def clip_file(tmp_path):
+    base = comfy_env.use_base(tmp_path)
+    t = np.arange(30)
+    frames = np.zeros((30, 48, 64, 3), np.uint8) + (t * 8).astype(np.uint8)[:, None, None, None]
+    tone = np.sin(np.arange(16000) / 16000 * 2 * np.pi * 220).astype(np.float32)[None] * 0.5
+    write_video(base / "input" / "talk.mp4", frames, 30.0, tone, 16000)
+    write_video(base / "input" / "mute.mp4", frames[:10], 30.0)
+    return base
+
+
+def test_load_video_at_25_fps(clip_file):
+    assert video.LoadVideo.define_schema().inputs[0].options == ["mute.mp4", "talk.mp4"]
+    images, audio, fps = video.LoadVideo.execute("talk.mp4", 25.0, 0).args
+    assert images.shape == (25, 48, 64, 3) and fps == 25.0
+    assert audio["sample_rate"] == 16000 and abs(audio["waveform"].shape[-1] - 16000) < 1100
+    images, _, fps = video.LoadVideo.execute("talk.mp4", 0.0, 12).args
+    assert images.shape[0] == 12 and fps == pytest.approx(30.0)
+    frames, silence, _ = video.LoadVideo.execute("mute.mp4", 25.0, 0).args
+    assert silence["waveform"].abs().max() == 0 and silence["waveform"].shape[-1] == len(frames) / 25 * 16000
+    with pytest.raises(LipForcingInputError, match="'video'"):
+        video.LoadVideo.execute("../talk.mp4", 25.0, 0)
+
+
+def test_save_video_writes_into_the_output_folder(clip_file):
+    images, audio, fps = video.LoadVideo.execute("talk.mp4", 25.0, 0).args
+    out = video.SaveVideo.execute(images, fps, "lipsync/test", audio)
+    saved = out.ui["images"][0]
+    assert saved["subfolder"] == "lipsync" and saved["type"] == "output" and out.ui["animated"] == [True]
+    written = read_video(clip_file / "output" / "lipsync" / saved["filename"])
+    assert len(written.frames) == 25 and written.audio is not None and written.fps == pytest.approx(25.0)
+    again = video.SaveVideo.execute(images, fps, "lipsync/test").ui["images"][0]["filename"]
+    assert again != saved["filename"]
+    with pytest.raises(Exception, match="outside the output folder"):
+        video.SaveVideo.execute(images, fps, "../../escape")
+
+
+def test_video_round_trip_workflow(clip_file):
+    workflow = {
+        "1": {"class_type": "LipForcingLoadVideo", "inputs": {"video": "talk.mp4", "fps": 25.0, "max_frames": 0}},
+        "2": {"class_type": "LipForcingSaveVideo",
+              "inputs": {"images": ["1", 0], "fps": ["1", 2], "filename_prefix": "wf", "audio": ["1", 1]}},
+    }
+    result = Executor(video.NODES).run(workflow)
+    assert (clip_file / "output" / result.ui["2"]["images"][0]["filename"]).is_file()

@@ -113,3 +113,17 @@ def filter_files_content_types(files: list[str], content_types: list[str]) -> li
         if mime_type and mime_type.split("/")[0] in content_types:
             kept.append(name)
     return kept
+
+
+def get_save_image_path(filename_prefix: str, output_dir: str, image_width=0, image_height=0
+                        ) -> tuple[str, str, int, str, str]:
+    """(folder, file name, next counter, subfolder, prefix); refuses folders outside ``output_dir``."""
+    subfolder = os.path.dirname(os.path.normpath(filename_prefix))
+    filename = os.path.basename(os.path.normpath(filename_prefix))
+    full_output_folder = os.path.join(output_dir, subfolder)
+    if os.path.commonpath((output_dir, os.path.abspath(full_output_folder))) != output_dir:
+        raise Exception("**** ERROR: Saving image outside the output folder is not allowed.")  # noqa: TRY002 (as ComfyUI)
+    os.makedirs(full_output_folder, exist_ok=True)
+    counters = [int(f[len(filename) + 1:].split("_")[0]) for f in os.listdir(full_output_folder)
+                if f.startswith(filename + "_") and f[len(filename) + 1:].split("_")[0].isdigit()]
+    return full_output_folder, filename, max(counters, default=0) + 1, subfolder, filename_prefix

@@ -70,6 +70,11 @@ def _prepare_base(base: Path, golden: Path) -> None:
     frame = load_file(str(golden / "face" / "inputs.safetensors"))["frames"][0].numpy()
     Image.fromarray(frame).save(base / "input" / "face.png")
     (base / "input" / "speech.wav").symlink_to(golden / "audio" / "stereo_44100.wav")
+    from lipforcing_core.video import write_video
+
+    ramp = np.linspace(0, 255, 30).astype(np.uint8)[:, None, None, None] + np.zeros((30, 48, 64, 3), np.uint8)
+    tone = (0.5 * np.sin(np.arange(16000) * 2 * np.pi * 220 / 16000)).astype(np.float32)[None]
+    write_video(base / "input" / "clip.mp4", ramp, 30.0, tone, 16000)
     rate, silence = 16000, np.zeros(1600, np.int16)  # 0.1 s: too short to lip sync
     import wave
 
@@ -158,6 +163,9 @@ WORKFLOW = {
     "8": {"class_type": "LipForcingAudioEncode", "inputs": {"audio_encoder": ["7", 0], "audio": ["6", 0], "fps": 25.0,
                                                             "frames": 0}},
     "9": {"class_type": "PreviewAny", "inputs": {"source": ["8", 1]}},
+    "10": {"class_type": "LipForcingLoadVideo", "inputs": {"video": "clip.mp4", "fps": 25.0, "max_frames": 0}},
+    "11": {"class_type": "LipForcingSaveVideo", "inputs": {"images": ["10", 0], "fps": ["10", 2],
+                                                           "filename_prefix": "lipforcing/clip", "audio": ["10", 1]}},
 }
 
 
@@ -166,6 +174,9 @@ def test_workflow_runs_through_comfyui(server):
     assert entry["status"]["status_str"] == "success", entry["status"]
     saved = entry["outputs"]["5"]["images"][0]
     assert (server.base / "output" / saved.get("subfolder", "") / saved["filename"]).is_file()
+    video = entry["outputs"]["11"]["images"][0]
+    assert (server.base / "output" / video["subfolder"] / video["filename"]).is_file()
+    assert video["filename"].endswith(".mp4")
     duration = 352844 / (44100 * 2 * 2)  # the golden clip: 16-bit stereo at 44.1 kHz, about 2 s
     assert abs(int(entry["outputs"]["9"]["text"][0]) - duration * 25) <= 1
 
