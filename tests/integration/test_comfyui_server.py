@@ -75,6 +75,18 @@ def _prepare_base(base: Path, golden: Path) -> None:
     ramp = np.linspace(0, 255, 30).astype(np.uint8)[:, None, None, None] + np.zeros((30, 48, 64, 3), np.uint8)
     tone = (0.5 * np.sin(np.arange(16000) * 2 * np.pi * 220 / 16000)).astype(np.float32)[None]
     write_video(base / "input" / "clip.mp4", ramp, 30.0, tone, 16000)
+    # for workflows/syncnet_score_api.json: 12 real face frames with speech, and a SyncNet v2 file
+    import torch
+
+    from lipforcing_core.audio.io import load_audio
+
+    frames = load_file(str(golden / "face" / "inputs.safetensors"))["frames"].numpy()[[0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 1]]
+    speech, speech_rate = load_audio(golden / "audio" / "stereo_44100.wav")
+    write_video(base / "input" / "talking_head.mp4", frames, 25.0, speech[:, : speech_rate * 12 // 25].numpy(),
+                speech_rate)
+    (base / "models" / "syncnet").mkdir(parents=True)
+    torch.save(load_file(str(golden / "syncnet" / "syncnet_v2_random.safetensors")),
+               base / "models" / "syncnet" / "syncnet_v2.model")
     rate, silence = 16000, np.zeros(1600, np.int16)  # 0.1 s: too short to lip sync
     import wave
 
@@ -189,3 +201,10 @@ def test_bad_input_is_a_readable_node_error(server):
     errors = [msg for kind, msg in entry["status"]["messages"] if kind == "execution_error"]
     assert errors and errors[0]["node_type"] == "LipForcingAudioEncode"
     assert "Lip Forcing input 'audio'" in errors[0]["exception_message"]
+
+
+def test_shipped_syncnet_workflow_runs(server):
+    workflow = json.loads((REPO / "workflows" / "syncnet_score_api.json").read_text())
+    entry = _run(server, workflow)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert entry["outputs"]["4"]["text"][0].startswith("LSE-C")

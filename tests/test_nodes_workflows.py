@@ -1,0 +1,58 @@
+"""The shipped workflows: UI and API files describe the same graph, and the API ones run in-process."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import comfy_env
+from comfy_executor import Executor
+from comfy_workflows import api_from_ui, ui_from_api
+
+from lipforcing_core.face import MediaPipeDetector, ModelNotFoundError
+from lipforcing_core.video import write_video
+
+WORKFLOWS = sorted((comfy_env.REPO / "workflows").glob("*_api.json"))
+
+
+def schemas_by_type() -> dict:
+    return {cls.GET_SCHEMA().node_id: cls.GET_SCHEMA() for cls in comfy_env.node_classes()}
+
+
+@pytest.mark.parametrize("api_file", WORKFLOWS, ids=lambda p: p.name)
+def test_ui_and_api_files_describe_the_same_graph(api_file):
+    api = json.loads(api_file.read_text())
+    ui = json.loads(api_file.with_name(api_file.name.replace("_api.json", ".json")).read_text())
+    schemas = schemas_by_type()
+    assert api_from_ui(ui, schemas) == api
+    assert ui == json.loads(json.dumps(ui_from_api(api, {k: schemas[n["class_type"]] for k, n in api.items()})))
+
+
+def test_syncnet_score_workflow_runs(tmp_path, golden_root):
+    try:
+        MediaPipeDetector()
+    except ModelNotFoundError as err:
+        pytest.skip(f"MediaPipe face models not installed: {err}")
+    from safetensors.torch import load_file
+
+    from lipforcing_core.audio.io import load_audio
+
+    base = comfy_env.use_base(tmp_path)
+    frames = load_file(str(golden_root / "face" / "inputs.safetensors"))["frames"].numpy()
+    clip = frames[[0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 1]]  # 12 real frames at 25 fps
+    speech, rate = load_audio(golden_root / "audio" / "stereo_44100.wav")
+    write_video(base / "input" / "talking_head.mp4", clip, 25.0, speech[:, : rate * 12 // 25].numpy(), rate)
+    (base / "models" / "syncnet").mkdir(parents=True)
+    torch.save(load_file(str(golden_root / "syncnet" / "syncnet_v2_random.safetensors")),
+               base / "models" / "syncnet" / "syncnet_v2.model")
+    result = Executor(comfy_env.node_classes()).run(json.loads((comfy_env.REPO / "workflows" /
+                                                                "syncnet_score_api.json").read_text()))
+    lse_c, lse_d, offset, plot = result.outputs["4"]
+    assert np.isfinite([lse_c, lse_d]).all() and lse_d > 0 and -15 <= offset <= 15
+    assert plot.shape[0] == 1 and result.ui["4"]["text"][0].startswith("LSE-C")
