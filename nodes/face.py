@@ -60,19 +60,23 @@ class FaceAlign(io.ComfyNode):
                                        "needs insightface + onnxruntime and models/insightface/models/buffalo_l."),
                 io.Int.Input("face_index", default=0, min=0, max=16,
                              tooltip="Which face when several are visible: 0 = the largest, 1 = the next..."),
+                io.Int.Input("size", default=512, min=16, max=2048, step=16,
+                             tooltip="Side of the aligned crop. The released models need 512; the bundled demo "
+                                     "model works at 64."),
             ],
             outputs=[
-                io.Image.Output(display_name="faces", tooltip="Aligned 512x512 faces, one per frame."),
+                io.Image.Output(display_name="faces", tooltip="Aligned size x size faces, one per frame."),
                 FaceAlignment.Output(display_name="alignment",
                                      tooltip="Per-frame transforms, for Paste Back and the sampler."),
             ],
         )
 
     @classmethod
-    def execute(cls, images: torch.Tensor, detector: str, face_index: int) -> io.NodeOutput:
+    def execute(cls, images: torch.Tensor, detector: str, face_index: int, size: int = 512) -> io.NodeOutput:
         frames = frames_from_image(images, "images")
         try:
-            alignment = FaceAligner(make_detector(detector), face_index=face_index).align(frames, "images")
+            aligner = FaceAligner(make_detector(detector), face_index=face_index, size=size)
+            alignment = aligner.align(frames, "images")
         except FaceNotFoundError as err:
             raise LipForcingInputError("images", str(err)) from err
         return io.NodeOutput(image_from_frames(alignment.crops), alignment)

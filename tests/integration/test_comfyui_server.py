@@ -164,7 +164,7 @@ def _run(server: Server, workflow: dict) -> dict:
 WORKFLOW = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "face.png"}},
     "2": {"class_type": "LipForcingFaceAlign", "inputs": {"images": ["1", 0], "detector": "mediapipe (offline, bundled)",
-                                                          "face_index": 0}},
+                                                          "face_index": 0, "size": 512}},
     "3": {"class_type": "LipForcingMouthMask", "inputs": {"mask_image": "built-in (LatentSync mouth mask)", "size": 512}},
     "4": {"class_type": "LipForcingPasteBack", "inputs": {"images": ["1", 0], "faces": ["2", 0], "alignment": ["2", 1],
                                                           "mouth_mask": ["3", 0]}},
