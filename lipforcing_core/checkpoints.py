@@ -10,12 +10,15 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
+from torch import nn
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 StateDict = dict[str, torch.Tensor]
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 
@@ -44,6 +47,26 @@ def read_state_dict(path: str | Path, device: str = "cpu") -> StateDict:
             return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a weight file"
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
+
+
+def materialize(build: Callable[[], ModuleT], state: StateDict, *, what: str,
+                dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> ModuleT:
+    """Build a module on the meta device and give it ``state``'s tensors by assignment.
+
+    The weights are never held twice: the module has no storage until it takes the checkpoint's
+    (memory-mapped) tensors. Floating tensors are cast to ``dtype`` when given. A key or shape
+    mismatch raises :class:`CheckpointError` naming ``what``. Returns the module in eval mode
+    without gradients.
+    """
+    with torch.device("meta"):
+        model = build()
+    cast = {k: v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+            for k, v in state.items()}
+    try:
+        model.load_state_dict(cast, strict=True, assign=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint does not match {what}: {err}") from err
+    return model.eval().requires_grad_(False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,8 +299,7 @@ def load_dit(path_or_paths: str | Path | Sequence[str | Path], preset: str | Non
         raise CheckpointError(f"{path_or_paths} has no audio modules: it looks like a Wan2.1 base model; "
                               "pass the OmniAvatar-LS adapter file as lora=...")
     with torch.device("meta"):
-        model = LipForcingDiT(cfg)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
+        expected = {k: v.shape for k, v in LipForcingDiT(cfg).state_dict().items()}
     missing, unexpected, wrong = check_state_dict(sd, expected)
     if wrong:
         raise CheckpointError(f"{path_or_paths}: shapes do not fit preset {name!r} "
@@ -286,7 +308,5 @@ def load_dit(path_or_paths: str | Path | Sequence[str | Path], preset: str | Non
     if missing or unexpected:
         raise CheckpointError(f"{path_or_paths} is not a complete Lip Forcing DiT for preset {name!r}: "
                               f"missing [{_few(missing)}], unexpected [{_few(unexpected)}]")
-    cast = {k: v.to(device=device, dtype=dtype if dtype and v.is_floating_point() else v.dtype)
-            for k, v in sd.items()}
-    model.load_state_dict(cast, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    return materialize(lambda: LipForcingDiT(cfg), sd, what=f"Lip Forcing DiT preset {name!r}",
+                       dtype=dtype, device=device)

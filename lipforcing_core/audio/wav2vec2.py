@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torchaudio.models import Wav2Vec2Model, wav2vec2_model
 
-from lipforcing_core.checkpoints import CheckpointError, StateDict, read_state_dict
+from lipforcing_core.checkpoints import CheckpointError, StateDict, materialize, read_state_dict
 
 STANDARD_KERNELS = (10, 3, 3, 3, 3, 2, 2)
 STANDARD_STRIDES = (5, 2, 2, 2, 2, 2, 2)
@@ -287,13 +287,7 @@ def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu", dtype: t
     file is not a wav2vec2 checkpoint or does not match its config.
     """
     weights, hf_config = _locate(Path(path))
-    try:
-        raw = read_state_dict(weights)
-    except CheckpointError:
-        raise
-    except Exception as err:  # read_state_dict's legacy-pickle fallback lets unpickling errors through
-        raise CheckpointError(f"{weights} is not a readable torch checkpoint: {err}") from err
-    sd = hf_to_torchaudio(_unwrap(raw, weights))
+    sd = hf_to_torchaudio(_unwrap(read_state_dict(weights), weights))
     if "feature_extractor.conv_layers.0.conv.weight" not in sd or "encoder.feature_projection.projection.weight" not in sd:
         sample = ", ".join(list(sd)[:5]) or "no tensors"
         raise CheckpointError(
@@ -305,14 +299,12 @@ def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu", dtype: t
         if hf_config
         else Wav2Vec2Config.infer(sd, str(weights))
     )
-    with torch.device("meta"):
-        model = build_model(config)
-    sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
     try:
-        model.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{weights} does not match its wav2vec2 config {config}: {err}") from err
-    return AudioEncoder(model.requires_grad_(False), config).eval()
+        model = materialize(lambda: build_model(config), sd, what=f"its wav2vec2 config {config}",
+                            dtype=dtype, device=device)
+    except CheckpointError as err:
+        raise CheckpointError(f"{weights}: {err}") from err
+    return AudioEncoder(model, config).eval()
 
 
 def _locate(path: Path) -> tuple[Path, dict | None]:

@@ -5,7 +5,6 @@ audio-visual sync. Parameter names follow ``syncnet_v2.model`` so the released f
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
@@ -88,10 +87,7 @@ def load_syncnet(path: str | Path, device: torch.device | str = "cpu") -> SyncNe
     copies are upcast exactly). ``num_batches_tracked`` buffers may be
     present or absent in the file. Raises :class:`CheckpointError` for any other file.
     """
-    try:
-        state = read_state_dict(path)
-    except pickle.UnpicklingError as err:  # legacy-format fallback of read_state_dict lets these through
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
+    state = read_state_dict(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a SyncNet v2 state dict (expected a flat mapping of tensors)")
     with torch.device("meta"):

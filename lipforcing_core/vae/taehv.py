@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lipforcing_core.checkpoints import CheckpointError, read_state_dict
+from lipforcing_core.checkpoints import CheckpointError, materialize, read_state_dict
 
 
 @dataclass(frozen=True)
@@ -303,13 +303,8 @@ def taehv_from_state_dict(state: dict, dtype: torch.dtype = torch.float32, devic
         raise CheckpointError(f"not a TAEHV checkpoint: expected keys 'encoder.0.weight' and 'decoder.1.weight', "
                               f"found {len(state)} keys such as {sample}")
     config = TAEHVConfig(latent_channels=state["decoder.1.weight"].shape[1])
-    with torch.device("meta"):
-        model = TAEHV(config)
-    try:
-        model.load_state_dict({k: v.to(device, dtype) for k, v in state.items()}, strict=True, assign=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint does not match the TAEHV taew2_1 architecture: {err}") from err
-    return model.eval().requires_grad_(False)
+    return materialize(lambda: TAEHV(config), state, what="the TAEHV taew2_1 architecture",
+                       dtype=dtype, device=device)
 
 
 def load_taehv(path: str | Path, dtype: torch.dtype = torch.float32, device="cpu") -> TAEHV:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from lipforcing_core.checkpoints import CheckpointError, read_state_dict
+from lipforcing_core.checkpoints import CheckpointError, materialize, read_state_dict
 
 # Per-channel statistics of the posterior mean (official WanVAE wrapper `scale`).
 LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -381,13 +381,8 @@ def wan_vae_from_state_dict(state: dict, dtype: torch.dtype = torch.float32, dev
     """Build a :class:`WanVAE` on the meta device and assign the checkpoint tensors (one copy in RAM)."""
     state = _unwrap(state)
     config = WanVAEConfig(dim=state["encoder.conv1.weight"].shape[0], z_dim=state["conv2.weight"].shape[0])
-    with torch.device("meta"):
-        model = WanVAE(config)
-    try:
-        model.load_state_dict({k: v.to(device, dtype) for k, v in state.items()}, strict=True, assign=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint does not match the Wan2.1 VAE architecture ({config}): {err}") from err
-    return model.eval().requires_grad_(False)
+    return materialize(lambda: WanVAE(config), state, what=f"the Wan2.1 VAE architecture ({config})",
+                       dtype=dtype, device=device)
 
 
 def load_wan_vae(path: str | Path, dtype: torch.dtype = torch.float32, device="cpu") -> WanVAE:
