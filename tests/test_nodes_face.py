@@ -52,7 +52,7 @@ def comfy_base(tmp_path):
 
 def test_face_align_at_another_size(clip, mediapipe):
     frames, _ = clip
-    faces, alignment = face.FaceAlign.execute(image_from_frames(frames[:1]), face.MEDIAPIPE, 0, 64).args
+    faces, _ = face.FaceAlign.execute(image_from_frames(frames[:1]), face.MEDIAPIPE, 0, 64).args
     expected = FaceAligner(mediapipe, size=64).align(frames[:1])
     assert faces.shape == (1, 64, 64, 3)
     np.testing.assert_array_equal((faces * 255).round().byte().numpy(), expected.crops)
