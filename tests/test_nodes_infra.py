@@ -145,3 +145,12 @@ def test_entry_point_registers_folders_and_matches_node_list(comfy_base):
     listed = json.loads((comfy_env.REPO / "workflows" / "node_list.json").read_text())
     assert node_ids == listed["nodes"]
     assert len(set(node_ids)) == len(node_ids)
+
+
+def test_every_node_follows_the_pack_conventions():
+    for cls in comfy_env.node_classes():
+        schema = cls.GET_SCHEMA()  # finalises and validates (unique input/output ids)
+        assert schema.node_id.startswith("LipForcing") and schema.category.startswith("LipForcing")
+        assert schema.display_name and schema.description, schema.node_id
+        missing = [spec.id for spec in schema.inputs if not spec.tooltip]
+        assert not missing, f"{schema.node_id}: inputs without tooltip {missing}"
