@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env
+import comfy_env  # first: puts the ComfyUI test double on sys.path
+
+# isort: split
 
 DOUBLE_MODULES = ["comfy_api.latest._io", "comfy_api.latest", "folder_paths", "comfy.model_management",
                   "comfy.model_patcher", "comfy.utils"]

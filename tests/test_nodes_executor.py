@@ -13,7 +13,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env  # noqa: F401  (puts the ComfyUI test double on sys.path)
+import comfy_env  # noqa: F401  (first: puts the ComfyUI test double on sys.path)
+
+# isort: split
 from comfy_api.latest import io
 from comfy_executor import Executor, WorkflowError
 

@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env
+import comfy_env  # first: puts the ComfyUI test double on sys.path
+
+# isort: split
 import folder_paths
 from comfy_api.latest import io
 from comfy_executor import Executor, WorkflowError

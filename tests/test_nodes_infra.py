@@ -11,9 +11,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import comfy_env  # first: puts the ComfyUI test double on sys.path
+
+# isort: split
 import comfy.model_management as mm
 import comfy.utils
-import comfy_env
 import folder_paths
 from lipforcing_pack.nodes import _types, memory, paths, progress
 

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env
+import comfy_env  # first: puts the ComfyUI test double on sys.path
+
+# isort: split
 from comfy_executor import Executor, WorkflowError
 from lipforcing_pack.nodes import loaders
 from lipforcing_pack.nodes._types import LipForcingInputError

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env
+import comfy_env  # first: puts the ComfyUI test double on sys.path
+
+# isort: split
 from comfy_executor import Executor
 from lipforcing_pack.nodes import video
 from lipforcing_pack.nodes._types import LipForcingInputError, image_from_frames

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env
+import comfy_env  # first: puts the ComfyUI test double on sys.path
+
+# isort: split
 from comfy_executor import Executor
 from comfy_workflows import api_from_ui, ui_from_api
 
