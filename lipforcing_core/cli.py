@@ -13,6 +13,8 @@ import importlib
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lipforcing_core.inspect", "describe a DiT checkpoint file or preset (kind, preset, params, keys)"),
+    "bench": ("lipforcing_core.bench", "time the streaming student against the 50-step CFG teacher (JSON: fps, TTFF, memory, FLOPs)"),
+    "sync": ("lipforcing_core.sync", "lip-sync a video to an audio track with the streaming student (writes an mp4)"),
     "train": ("lipforcing_core.training.command", "train the teacher, the stage-1 DF student or the stage-2 DMD student"),
     "analyze": ("lipforcing_core.training.analysis", "teacher ODE analysis: CFG vs no-CFG x0 per step (table + plot)"),
 }

@@ -35,3 +35,13 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def two_threads_no_grad():
+    """Inference-only modules at 2 threads, the setting the DiT goldens were checked with."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    with torch.no_grad():
+        yield
+    torch.set_num_threads(before)

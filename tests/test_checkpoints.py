@@ -17,13 +17,7 @@ RANK, ALPHA = 16, 8.0  # LoRA scale alpha/r = 0.5 as in the released adapter (r1
 LORA_TARGETS = re.compile(r"blocks\.\d+\.(self_attn|cross_attn)\.[qkvo]\.weight|blocks\.\d+\.ffn\.[02]\.weight")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    with torch.no_grad():
-        yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("two_threads_no_grad")
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,14 @@ from safetensors.torch import load_file
 
 from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW, CausalSpec, get_preset
 from lipforcing_core.models.dit import LipForcingDiT
-from lipforcing_core.sampling.schedule import x0_from_flow, renoise
+from lipforcing_core.sampling.causal import CausalSampler, ReplayNoise
+from lipforcing_core.sampling.schedule import STUDENT_T_LIST, x0_from_flow
 
 FP32 = dict(atol=5e-5, rtol=1e-4)
 BF16 = dict(atol=2e-3, rtol=1e-3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    with torch.no_grad():
-        yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("two_threads_no_grad")
 
 
 @pytest.fixture(scope="module")
@@ -87,21 +82,17 @@ def test_student_full_sequence_case_b(model, gold, inputs, case, spec):
 
 
 def stream_clip(model, inputs, noise, eps, spec, bf16=False):
-    """The official two-step streaming loop; yields every stored quantity per chunk."""
+    """The official two-step streaming loop (the product's sampler); yields every stored quantity per chunk."""
     frames = noise.shape[2]
     y, audio = clip(inputs, frames)
-    state = model.new_stream(inputs["text.text_embeds"], audio, latent_hw=noise.shape[3:], spec=spec,
-                             max_frames=frames)
+    sampler = CausalSampler(model, STUDENT_T_LIST, spec, bf16_attn=bf16)
+    state = sampler.start(inputs["text.text_embeds"], audio, noise.shape[3:], frames)
+    replay = ReplayNoise(noise, eps)
     for k, c0 in enumerate(range(0, frames, 3)):
-        y_k, x = y[:, :, c0:c0 + 3], noise[:, :, c0:c0 + 3]
-        v1 = model.forward_chunk(x, 0.999, y_k, state, bf16_attn=bf16)
-        x0_1 = x0_from_flow(x, v1, 0.999)
-        xt_2 = renoise(x0_1, eps[k], 0.769)
-        v2 = model.forward_chunk(xt_2, 0.769, y_k, state, bf16_attn=bf16)
-        x0_2 = x0_from_flow(xt_2, v2, 0.769)
-        v3 = model.forward_chunk(x0_2, 0.0, y_k, state, write_cache=True, bf16_attn=bf16)
-        yield k, state, dict(flow_step1=v1, x0_step1=x0_1, xt_step2=xt_2, flow_step2=v2, x0_step2=x0_2,
-                             flow_cachewrite=v3)
+        y_k, record = y[:, :, c0:c0 + 3], {}
+        x0 = sampler.denoise(state, noise[:, :, c0:c0 + 3], y_k, replay, c0, record)
+        sampler.commit(state, x0, y_k, c0, record)
+        yield k, state, record
 
 
 @pytest.mark.parametrize("case,spec", [("C_stream_window", STREAM_WINDOW), ("D_stream_full", STREAM_FULL)])
@@ -113,8 +104,8 @@ def test_streaming_cases_c_d(model, gold, inputs, case, spec, variant):
     finals = []
     for k, state, got in stream_clip(model, inputs, g["noise"], eps, spec, bf16=variant == "bf16attn"):
         prefix = f"{variant}.chunk{k}."
-        for name, value in got.items():
-            torch.testing.assert_close(value, g[prefix + name], **tol, msg=lambda m: f"{prefix}{name}: {m}")
+        for name in ("flow_step1", "x0_step1", "xt_step2", "flow_step2", "x0_step2", "flow_cachewrite"):
+            torch.testing.assert_close(got[name], g[prefix + name], **tol, msg=lambda m, p=prefix, n=name: f"{p}{n}: {m}")
         fs = state.caches[0].fs
         assert state.caches[0].frames * fs == g[prefix + "cache_local_end_index"].item()
         assert state.caches[0].end_frame * fs == g[prefix + "cache_global_end_index"].item()

@@ -13,13 +13,7 @@ from lipforcing_core.models.dit import LipForcingDiT
 H = W = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    with torch.no_grad():
-        yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("two_threads_no_grad")
 
 
 @pytest.fixture(scope="module")

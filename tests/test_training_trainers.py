@@ -12,7 +12,8 @@ from lipforcing_core.config import STREAM_WINDOW, CausalSpec
 from lipforcing_core.training.config import DFConfig, DMDConfig, TeacherConfig
 from lipforcing_core.training.data import InMemoryClips, conditioning, random_clip
 from lipforcing_core.training.diffusion_forcing import DiffusionForcingTrainer
-from lipforcing_core.training.dmd import (DMDTrainer, guided_x0, reward_weights, sync_window_scale, vsd_loss)
+from lipforcing_core.sampling.teacher import cfg_combine, cfg_scale_at
+from lipforcing_core.training.dmd import DMDTrainer, reward_weights, vsd_loss
 from lipforcing_core.training.rollout import self_rollout
 from lipforcing_core.training.teacher import TeacherTrainer
 
@@ -118,10 +119,10 @@ def test_dmd_critic_and_student_losses_fall():
 # ------------------------------------------------------------------------------------ Sync-Window CFG
 def test_sync_window_applies_cfg_exactly_inside_band():
     t = torch.tensor([0.0, 0.3, 0.5559, 0.556, 0.7, 0.882, 0.8821, 0.999], dtype=torch.float64)
-    scale = sync_window_scale(t, 4.5, (0.556, 0.882))
+    scale = cfg_scale_at(t, 4.5, (0.556, 0.882))
     assert scale.tolist() == [1.0, 1.0, 1.0, 4.5, 4.5, 4.5, 1.0, 1.0]
     cond, neg = torch.randn(8, 2, 3), torch.randn(8, 2, 3)
-    out = guided_x0(cond, neg, scale)
+    out = cfg_combine(cond, neg, scale)
     inside = scale == 4.5
     torch.testing.assert_close(out[~inside], cond[~inside], rtol=0, atol=0)
     torch.testing.assert_close(out[inside], cond[inside] + 3.5 * (cond[inside] - neg[inside]))
@@ -131,13 +132,13 @@ def test_student_loss_uses_teacher_cfg_only_inside_band(monkeypatch):
     """The DMD target equals the guided teacher for in-band t and the plain teacher otherwise."""
     trainer = dmd_trainer(batch_size=2)
     calls = []
-    real_guided = guided_x0
+    real_guided = cfg_combine
 
     def spy(cond, neg, scale):
         calls.append(scale.clone())
         return real_guided(cond, neg, scale)
 
-    monkeypatch.setattr("lipforcing_core.training.dmd.guided_x0", spy)
+    monkeypatch.setattr("lipforcing_core.training.dmd.cfg_combine", spy)
     with at_step(trainer, 3):
         batch = trainer.batch()
         t = trainer.dmd_time("student.t")

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..sampling.schedule import STUDENT_T_LIST
+from ..sampling.teacher import SYNC_BAND
 
 #: Stage-1 stochastic attention windows (local_attn_size, sink_size) in latent frames.
 DF_WINDOWS = ((7, 1), (10, 1), (13, 1), (9, 3), (12, 3))
-#: Sync-Window DMD: the teacher's CFG is used only for DMD times inside this band (teacher steps 20..40 of 50).
-SYNC_BAND = (0.556, 0.882)
 #: Modules OmniAvatar trains fully next to the LoRA adapters (they are new relative to Wan2.1).
 LORA_FULL_MODULES = ("patch_embedding", "audio_proj", "audio_cond_projs")
 

@@ -16,25 +16,14 @@ import torch.nn.functional as F
 
 from ..config import CausalSpec
 from ..sampling.schedule import renoise, shift_time, x0_from_flow
-from .config import SYNC_BAND, DMDConfig
+from ..sampling.teacher import cfg_combine, cfg_scale_at
+from .config import DMDConfig
 from .data import Clip, conditioning
 from .engine import Trainer
 from .rollout import self_rollout
 
 #: ``reward(gen_latents [B,16,T,H,W], batch) -> [B]`` sync score (higher = better sync).
 RewardFn = Callable[[torch.Tensor, Clip], torch.Tensor]
-
-
-def sync_window_scale(t: torch.Tensor, scale: float = 4.5, band: tuple[float, float] = SYNC_BAND) -> torch.Tensor:
-    """Per-sample CFG scale: ``scale`` where ``band[0] <= t <= band[1]``, else 1.0 (no guidance)."""
-    inside = (t >= band[0]) & (t <= band[1])
-    return torch.where(inside, torch.as_tensor(scale, dtype=torch.float64), torch.as_tensor(1.0, dtype=torch.float64))
-
-
-def guided_x0(x0_cond: torch.Tensor, x0_neg: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """CFG in x0 space, ``x0_c + (s - 1)(x0_c - x0_neg)``, with a per-sample scale ``[B]``."""
-    s = scale.to(x0_cond.dtype).view(-1, *([1] * (x0_cond.ndim - 1)))
-    return x0_cond + (s - 1) * (x0_cond - x0_neg)
 
 
 def vsd_loss(x_gen: torch.Tensor, x0_teacher: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:
@@ -128,7 +117,7 @@ class DMDTrainer(Trainer):
             fake = self.x0("critic", x_t, t, y, batch["text"], batch["audio"])
             cond = self.x0("teacher", x_t, t, y, batch["text"], batch["audio"])
             neg = self.x0("teacher", x_t, t, y, batch["neg_text"], torch.zeros_like(batch["audio"]))
-            teacher = guided_x0(cond, neg, sync_window_scale(t, self.cfg.guidance_scale, self.cfg.sync_band))
+            teacher = cfg_combine(cond, neg, cfg_scale_at(t, self.cfg.guidance_scale, self.cfg.sync_band))
         per_sample = vsd_loss(gen.float(), teacher.float(), fake.float())
         out = {"vsd_loss": per_sample.detach().mean()}
         if self.reward is not None:
