@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from lipforcing_core.face import (
+    Alignment,
     FaceAligner,
     FaceNotFoundError,
     InsightFaceDetector,
@@ -18,6 +19,7 @@ from lipforcing_core.face import (
     load_mouth_mask,
     paste_back,
 )
+from lipforcing_core.pipeline import pingpong_indices
 
 from ._comfy import folder_paths, io, model_management
 from ._types import LipForcingInputError, frames_from_image, image_from_frames, same_length
@@ -129,7 +131,8 @@ class PasteBack(io.ComfyNode):
             description="Warp generated aligned faces back into the original frames with a soft edge.",
             inputs=[
                 io.Image.Input("images", tooltip="The original full frames the faces were aligned from."),
-                io.Image.Input("faces", tooltip="Generated aligned faces, one per frame (same count as images)."),
+                io.Image.Input("faces", tooltip="Generated aligned faces. If the sampler cut or ping-pong extended "
+                                                "the clip to the audio length, the frames are matched the same way."),
                 FaceAlignment.Input("alignment", tooltip="The alignment output of Lip Forcing Face Align for these frames."),
                 io.Mask.Input("mouth_mask", optional=True,
                               tooltip="If given, only this region (1 = mouth) is taken from the generated face and "
@@ -145,7 +148,10 @@ class PasteBack(io.ComfyNode):
         frames = frames_from_image(images, "images")
         generated = frames_from_image(faces, "faces")
         same_length(len(frames), len(alignment.transforms), "images", "the alignment")
-        same_length(len(generated), len(frames), "faces", "images")
+        if len(generated) != len(frames):  # the sampler's length rule: cut, or extend forward-backward
+            idx = pingpong_indices(len(frames), len(generated))
+            frames = frames[idx]
+            alignment = Alignment(alignment.crops[idx], alignment.transforms[idx], alignment.has_face[idx])
         mask = None if mouth_mask is None else keep_mask(mouth_mask, generated.shape[1], "mouth_mask")
         pasted, progress = np.empty_like(frames), Progress(len(frames))
         for start in range(0, len(frames), PASTE_CHUNK):
