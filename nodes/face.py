@@ -84,11 +84,15 @@ class FaceAlign(io.ComfyNode):
         return io.NodeOutput(image_from_frames(alignment.crops), alignment)
 
 
-def keep_mask(mouth_mask: torch.Tensor, size: int, name: str) -> np.ndarray:
-    """ComfyUI MASK (1 = regenerate) -> the core's keep-mask ``[size,size]`` float64 (1 = keep original)."""
+def keep_mask(mouth_mask: torch.Tensor, size: int | None, name: str) -> np.ndarray:
+    """ComfyUI MASK (1 = regenerate) -> the core's keep-mask float64 (1 = keep original).
+
+    ``size`` demands a ``size x size`` mask (paste-back works on the aligned face); None accepts any.
+    """
     mask = mouth_mask[0] if mouth_mask.ndim == 3 else mouth_mask
-    if mouth_mask.ndim not in (2, 3) or tuple(mask.shape) != (size, size):
-        raise LipForcingInputError(name, f"expected a {size}x{size} MASK on the aligned face, got {tuple(mouth_mask.shape)}.",
+    if mouth_mask.ndim not in (2, 3) or (size is not None and tuple(mask.shape) != (size, size)):
+        wanted = "a 2-D MASK" if size is None else f"a {size}x{size} MASK on the aligned face"
+        raise LipForcingInputError(name, f"expected {wanted}, got {tuple(mouth_mask.shape)}.",
                                    "Use the Lip Forcing Mouth Mask node or resize your mask to the aligned face size.")
     return 1.0 - mask.detach().cpu().double().numpy()
 

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 
 from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW
-from lipforcing_core.pipeline import LipSyncPipeline, generation_length
+from lipforcing_core.pipeline import LipSyncPipeline, frames_to_uint8, generation_length, pingpong_indices
 from lipforcing_core.sampling.schedule import STUDENT_T_LIST
 
-from ._comfy import io, model_management
-from ._types import LipForcingInputError, frames_from_image, text_from_conditioning
+from ._comfy import io
+from ._types import LipForcingInputError, frames_from_image, image_from_frames, text_from_conditioning
 from .audio import AudioEmbeds, AudioEncode, AudioEncoder
 from .face import BUILT_IN_MASK, INSIGHTFACE, MEDIAPIPE, FaceAlign, MouthMask, PasteBack, keep_mask
 from .loaders import LipForcingModel, TinyDecoder, WanVAE
 from .memory import expect, load_together
 from .progress import Progress
 
+LATENTSYNC_GRID = 256  # the mouth mask's own resolution; the release resizes the sampler's mask from it
 WINDOWS = {"sliding 7 frames + 1 sink (released)": STREAM_WINDOW, "full causal (memory grows)": STREAM_FULL}
 
 
@@ -32,11 +34,6 @@ def parse_t_list(text: str) -> tuple[float, ...]:
     except ValueError as err:
         raise LipForcingInputError("t_list", f"'{text}' is not a comma-separated list of numbers.",
                                    "Use e.g. 0.999, 0.769, 0") from err
-
-
-def to_image(frames: torch.Tensor) -> torch.Tensor:
-    """Decoder output ``[1,3,n,H,W]`` in [-1,1] -> IMAGE ``[n,H,W,3]`` in [0,1] (on the CPU)."""
-    return ((frames[0].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0).cpu()
 
 
 class Sampler(io.ComfyNode):
@@ -55,7 +52,9 @@ class Sampler(io.ComfyNode):
                 AudioEmbeds.Input("audio_embeds", tooltip="From Lip Forcing Audio Encode (25 fps)."),
                 io.Image.Input("faces", tooltip="Aligned faces from Lip Forcing Face Align (sides multiple of 16). "
                                                 "Cut or ping-pong extended to the audio length, as the release."),
-                io.Mask.Input("mouth_mask", tooltip="Region to regenerate (1 = mouth), from Lip Forcing Mouth Mask."),
+                io.Mask.Input("mouth_mask", tooltip="Region to regenerate (1 = mouth), from Lip Forcing Mouth Mask, any "
+                                                    "size with the faces' aspect. The release builds it at 256 (the "
+                                                    "LatentSync grid) and resizes it to the frames and latents."),
                 io.Int.Input("seed", default=42, min=0, max=2**63 - 1, control_after_generate=True,
                              tooltip="Seed of the clip noise."),
                 io.String.Input("t_list", default=", ".join(str(t) for t in STUDENT_T_LIST),
@@ -82,7 +81,7 @@ class Sampler(io.ComfyNode):
         if taew is not None:
             managed.append(expect(taew, "taew", "taew"))
         frames = frames_from_image(faces, "faces")
-        keep = keep_mask(mouth_mask, frames.shape[1], "mouth_mask")
+        keep = keep_mask(mouth_mask, None, "mouth_mask")
         context = None if text is None else text_from_conditioning(text, "text")
         dit, wan_vae, *decoder = load_together(managed)
         try:
@@ -91,20 +90,19 @@ class Sampler(io.ComfyNode):
             total = generation_length(len(audio_embeds), pipeline.sampler.chunk_size)[0] // pipeline.sampler.chunk_size
         except ValueError as err:
             raise LipForcingInputError("t_list / audio_embeds", str(err)) from err
-        progress, out = Progress(total), []
+        progress, out = Progress(total), []  # uint8 frames, as the release rounds them
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the length decision is reported in the UI text below
             info: dict = {}
             try:
                 for chunk in pipeline.stream(frames, audio_embeds, keep, text=context, seed=seed, info=info):
-                    out.append(to_image(chunk.frames))
-                    progress.step(chunk.index + 1, preview=frames_from_image(out[-1][-1:])[0])
+                    out.append(frames_to_uint8(chunk.frames)[0])
+                    progress.step(chunk.index + 1, preview=out[-1][-1])
             except ValueError as err:
                 raise LipForcingInputError("faces / audio_embeds / text", str(err)) from err
         summary = (f"{info['output_frames']} frames generated from {info['audio_frames']} audio frames; "
                    f"source video ({info['video_frames_in']} frames): {info['video_adjust']}")
-        images = torch.cat(out).to(model_management.intermediate_device())
-        return io.NodeOutput(images, ui={"text": [summary]})
+        return io.NodeOutput(image_from_frames(np.concatenate(out)), ui={"text": [summary]})
 
 
 class LipSync(io.ComfyNode):
@@ -141,12 +139,17 @@ class LipSync(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, audio_encoder, images: torch.Tensor, audio: dict, seed: int, detector: str,
                 face_size: int, text: list | None = None, taew=None) -> io.NodeOutput:
-        faces, alignment = FaceAlign.execute(images, detector, 0, face_size).args
+        # the order of the release's `sync`: audio length first, then the frames cut or ping-pong extended
+        # to it, aligned, generated with the 256-grid mask and pasted back with the face-size mask
         embeds, _ = AudioEncode.execute(audio_encoder, audio, 25.0, 0).args
-        mask = MouthMask.execute(BUILT_IN_MASK, faces.shape[1]).args[0]
+        n = generation_length(len(embeds))[1]
+        frames = images[torch.from_numpy(pingpong_indices(min(len(images), n), n))]
+        faces, alignment = FaceAlign.execute(frames, detector, 0, face_size).args
         t_list = ", ".join(str(t) for t in STUDENT_T_LIST)
+        mask = MouthMask.execute(BUILT_IN_MASK, LATENTSYNC_GRID).args[0]
         generated = Sampler.execute(model, vae, embeds, faces, mask, seed, t_list, next(iter(WINDOWS)), text, taew)
-        pasted = PasteBack.execute(images, generated.args[0], alignment, mask).args[0]
+        paste_mask = MouthMask.execute(BUILT_IN_MASK, face_size).args[0]
+        pasted = PasteBack.execute(frames, generated.args[0], alignment, paste_mask).args[0]
         return io.NodeOutput(pasted, ui=generated.ui)
 
 
