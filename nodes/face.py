@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from lipforcing_core.face import (
+    Alignment,
     FaceAligner,
     FaceNotFoundError,
     InsightFaceDetector,
@@ -18,6 +19,7 @@ from lipforcing_core.face import (
     load_mouth_mask,
     paste_back,
 )
+from lipforcing_core.pipeline import pingpong_indices
 
 from ._comfy import folder_paths, io, model_management
 from ._types import LipForcingInputError, frames_from_image, image_from_frames, same_length
@@ -82,11 +84,15 @@ class FaceAlign(io.ComfyNode):
         return io.NodeOutput(image_from_frames(alignment.crops), alignment)
 
 
-def keep_mask(mouth_mask: torch.Tensor, size: int, name: str) -> np.ndarray:
-    """ComfyUI MASK (1 = regenerate) -> the core's keep-mask ``[size,size]`` float64 (1 = keep original)."""
+def keep_mask(mouth_mask: torch.Tensor, size: int | None, name: str) -> np.ndarray:
+    """ComfyUI MASK (1 = regenerate) -> the core's keep-mask float64 (1 = keep original).
+
+    ``size`` demands a ``size x size`` mask (paste-back works on the aligned face); None accepts any.
+    """
     mask = mouth_mask[0] if mouth_mask.ndim == 3 else mouth_mask
-    if mouth_mask.ndim not in (2, 3) or tuple(mask.shape) != (size, size):
-        raise LipForcingInputError(name, f"expected a {size}x{size} MASK on the aligned face, got {tuple(mouth_mask.shape)}.",
+    if mouth_mask.ndim not in (2, 3) or (size is not None and tuple(mask.shape) != (size, size)):
+        wanted = "a 2-D MASK" if size is None else f"a {size}x{size} MASK on the aligned face"
+        raise LipForcingInputError(name, f"expected {wanted}, got {tuple(mouth_mask.shape)}.",
                                    "Use the Lip Forcing Mouth Mask node or resize your mask to the aligned face size.")
     return 1.0 - mask.detach().cpu().double().numpy()
 
@@ -129,7 +135,8 @@ class PasteBack(io.ComfyNode):
             description="Warp generated aligned faces back into the original frames with a soft edge.",
             inputs=[
                 io.Image.Input("images", tooltip="The original full frames the faces were aligned from."),
-                io.Image.Input("faces", tooltip="Generated aligned faces, one per frame (same count as images)."),
+                io.Image.Input("faces", tooltip="Generated aligned faces. If the sampler cut or ping-pong extended "
+                                                "the clip to the audio length, the frames are matched the same way."),
                 FaceAlignment.Input("alignment", tooltip="The alignment output of Lip Forcing Face Align for these frames."),
                 io.Mask.Input("mouth_mask", optional=True,
                               tooltip="If given, only this region (1 = mouth) is taken from the generated face and "
@@ -145,7 +152,10 @@ class PasteBack(io.ComfyNode):
         frames = frames_from_image(images, "images")
         generated = frames_from_image(faces, "faces")
         same_length(len(frames), len(alignment.transforms), "images", "the alignment")
-        same_length(len(generated), len(frames), "faces", "images")
+        if len(generated) != len(frames):  # the sampler's length rule: cut, or extend forward-backward
+            idx = pingpong_indices(len(frames), len(generated))
+            frames = frames[idx]
+            alignment = Alignment(alignment.crops[idx], alignment.transforms[idx], alignment.has_face[idx])
         mask = None if mouth_mask is None else keep_mask(mouth_mask, generated.shape[1], "mouth_mask")
         pasted, progress = np.empty_like(frames), Progress(len(frames))
         for start in range(0, len(frames), PASTE_CHUNK):

@@ -142,11 +142,21 @@ def test_paste_back_reports_progress_and_stops_on_cancel(clip, monkeypatch):
     assert seen == [(1, 3, True), (2, 3, True)]
 
 
+def test_paste_back_follows_the_sampler_length_rule(clip):
+    frames, alignment = clip
+    generated = 255 - alignment.crops
+    (short,) = face.PasteBack.execute(image_from_frames(frames), image_from_frames(generated[:2]), alignment).args
+    np.testing.assert_array_equal((short * 255).round().byte().numpy(),
+                                  paste_back(frames[:2], generated[:2], alignment.transforms[:2], None))
+    order = [0, 1, 2, 1, 0]  # ping-pong extension of 3 frames to 5
+    (long,) = face.PasteBack.execute(image_from_frames(frames), image_from_frames(generated[order]), alignment).args
+    np.testing.assert_array_equal((long * 255).round().byte().numpy(),
+                                  paste_back(frames[order], generated[order], alignment.transforms[order], None))
+
+
 def test_paste_back_explains_mismatched_inputs(clip):
     frames, alignment = clip
     images, faces = image_from_frames(frames), image_from_frames(alignment.crops)
-    with pytest.raises(LipForcingInputError, match="'faces': has 2 frames but images has 3"):
-        face.PasteBack.execute(images, faces[:2], alignment)
     with pytest.raises(LipForcingInputError, match="'images': has 2 frames but the alignment has 3"):
         face.PasteBack.execute(images[:2], faces[:2], alignment)
     with pytest.raises(LipForcingInputError, match="'mouth_mask': expected a 512x512 MASK"):
