@@ -15,9 +15,10 @@ import comfy_env  # first: puts the ComfyUI test double on sys.path
 # isort: split
 from comfy_api.latest import io
 from comfy_executor import Executor, WorkflowError
-from lipforcing_core.pipeline import LipSyncPipeline, frames_to_uint8
 from lipforcing_pack.nodes import audio, face, loaders, sampler
 from lipforcing_pack.nodes._types import LipForcingInputError
+
+from lipforcing_core.pipeline import LipSyncPipeline, frames_to_uint8
 
 SIZE, FRAMES = 32, 21  # 21 audio frames -> 6 latent frames -> 2 chunks, 21 output frames
 
