@@ -113,7 +113,7 @@ class LipSync(io.ComfyNode):
         return io.Schema(
             node_id="LipForcingLipSync",
             display_name="Lip Forcing Lip Sync (one node)",
-            category="LipForcing",
+            category="LipForcing/sampling",
             description="Lip sync a 25 fps video to an audio clip: align faces, encode the speech, generate the "
                         "mouth chunk by chunk and paste it back, with the built-in mouth mask.",
             inputs=[

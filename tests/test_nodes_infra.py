@@ -152,7 +152,7 @@ def test_entry_point_registers_folders_and_matches_node_list(comfy_base):
 def test_every_node_follows_the_pack_conventions():
     for cls in comfy_env.node_classes():
         schema = cls.GET_SCHEMA()  # finalises and validates (unique input/output ids)
-        assert schema.node_id.startswith("LipForcing") and schema.category.startswith("LipForcing")
+        assert schema.node_id.startswith("LipForcing") and schema.category.startswith("LipForcing/")
         assert schema.display_name and schema.description, schema.node_id
         missing = [spec.id for spec in schema.inputs if not spec.tooltip]
         assert not missing, f"{schema.node_id}: inputs without tooltip {missing}"
