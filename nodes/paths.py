@@ -14,6 +14,7 @@ from ._comfy import folder_paths
 from ._types import LipForcingInputError
 
 SYNCNET_FOLDER = "syncnet"
+TEXT_FOLDER = "text_embeddings"  # precomputed UMT5 prompt embeddings
 INSIGHTFACE_FOLDER = "insightface"  # the InsightFace root other ComfyUI packs use (holds models/buffalo_l)
 
 
@@ -34,6 +35,7 @@ def register_model_folders() -> None:
     """Folders this pack adds to ComfyUI's (``diffusion_models``, ``vae``... already exist)."""
     register_folder(SYNCNET_FOLDER, extra_extensions={".model"})  # syncnet_python ships syncnet_v2.model
     register_folder(INSIGHTFACE_FOLDER)
+    register_folder(TEXT_FOLDER)
 
 
 def choices(folder: str) -> list[str]:

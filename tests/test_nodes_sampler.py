@@ -132,3 +132,24 @@ def test_one_node_lip_sync(models, base, golden_root):
     assert images.shape == (FRAMES, *frames.shape[1:])
     changed = ((images[:3] * 255).round() != frames.float()).any(-1)
     assert changed.any() and changed.float().mean() < 0.05  # only the face region is replaced
+
+
+def test_text_embedding_file_feeds_the_sampler(models, base):
+    from lipforcing_pack.nodes import text
+    from safetensors.torch import save_file
+
+    folder = base / "models" / "text_embeddings"
+    folder.mkdir(parents=True)
+    save_file({"context": torch.randn(1, 512, 4096)}, str(folder / "a_person_talking.safetensors"))
+    save_file({"a": torch.zeros(1, 4096), "b": torch.zeros(1, 4096)}, str(folder / "two.safetensors"))
+    assert text.LoadTextEmbedding.define_schema().inputs[0].options == ["a_person_talking.safetensors",
+                                                                          "two.safetensors"]
+    (conditioning,) = text.LoadTextEmbedding.execute("a_person_talking.safetensors").args
+    assert conditioning[0][0].shape == (1, 512, 4096)
+    dit, vae = models
+    faces, embeds, mask, _ = inputs(frames=9, audio_frames=9)
+    images = sampler.Sampler.execute(dit, vae, embeds, faces, mask, 0, "0.999, 0", next(iter(sampler.WINDOWS)),
+                                     text=conditioning).args[0]
+    assert images.shape[0] == 9
+    with pytest.raises(LipForcingInputError, match="'embedding_name'.*exactly one"):
+        text.LoadTextEmbedding.execute("two.safetensors")
