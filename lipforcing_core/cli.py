@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sync": ("lipforcing_core.sync", "lip-sync a video to an audio track with the streaming student (writes an mp4)"),
     "train": ("lipforcing_core.training.command", "train the teacher, the stage-1 DF student or the stage-2 DMD student"),
     "analyze": ("lipforcing_core.training.analysis", "teacher ODE analysis: CFG vs no-CFG x0 per step (table + plot)"),
+    "train-demo": ("lipforcing_core.demo.recipe", "retrain the demo VAE or SyncNet from scratch on CPU (--stage vae|syncnet)"),
+    "train-demo-dit": ("lipforcing_core.demo.dit_recipe", "demo DiT: prepare clips, teacher, stage-1/2 student, eval"),
 }
 
 

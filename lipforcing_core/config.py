@@ -67,6 +67,8 @@ PRESETS: dict[str, DiTConfig] = {
     "tiny": DiTConfig(dim=128, ffn_dim=256, num_heads=4, num_layers=6),
     "1.3b": DiTConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
     "14b": DiTConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
+    # the bundled demo model (64x64 faces, 8x8 latents, 16 tokens per latent frame, log-mel audio)
+    "demo": DiTConfig(dim=192, ffn_dim=768, num_heads=6, num_layers=6, audio_dim=160),
 }
 
 

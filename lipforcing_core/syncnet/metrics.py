@@ -10,9 +10,11 @@ Two procedures share the network and the offset search but differ in windowing a
   of a batch, averaging only real lip/audio pairs at each shift. No gradients.
 
 Frames are RGB, either channels-last ``[..., T, H, W, 3]`` (ComfyUI IMAGE layout) or channels-first
-``[..., T, 3, H, W]``; uint8 0..255 or float 0..1. They are resized bilinearly to 224×224 and
-turned into the raw BGR 0..255 pixels SyncNet was trained on. Audio is a waveform in [-1, 1]
-(or int16 samples); video must be 25 fps, and audio is resampled to 16 kHz if needed.
+``[..., T, 3, H, W]``; uint8 0..255 or float 0..1. They are resized bilinearly to the model's
+``lip_size`` (224×224 for SyncNet v2) and turned into the raw BGR 0..255 pixels SyncNet was
+trained on. Any network with SyncNet v2's interface (``forward_aud`` on [N, 1, 13, 20] MFCC
+windows, ``forward_lip_clip`` on BGR clips, ``lip_size``; e.g. the demo domain's small SyncNet)
+is scored by the same code. Audio is a waveform in [-1, 1] (or int16 samples); video must be 25 fps, and audio is resampled to 16 kHz if needed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 import torchaudio
 
 from ..audio.mfcc import SAMPLE_RATE, mfcc
-from .model import LIP_FRAMES, LIP_SIZE, MFCC_WINDOW, SyncNetV2
+from .model import LIP_FRAMES, MFCC_WINDOW, SyncNetV2
 
 VSHIFT = 15  # offsets searched: -15..15 video frames
 FPS = 25.0
@@ -198,26 +200,27 @@ def _check_not_silent(audio: torch.Tensor) -> None:
 
 
 def _placement(model: SyncNetV2) -> tuple[torch.device, torch.dtype]:
-    weight = model.netfclip[0].weight
+    weight = next(model.parameters())
     return weight.device, weight.dtype
 
 
 def lip_embeddings(model: SyncNetV2, frames: torch.Tensor, chunk: int = 32) -> torch.Tensor:
-    """[B, T, 3, H, W] RGB frames (see :func:`_frames_channels_first`) -> [B, T−4, 1024].
+    """[B, T, 3, H, W] RGB frames (see :func:`_frames_channels_first`) -> [B, T−4, D] (D = 1024 for v2).
 
     Works through ``chunk`` windows at a time (each chunk moved to the model's device, resized and
     converted to BGR 0..255 there), so long CPU-resident videos fit in GPU memory.
     """
     device, dtype = _placement(model)
+    size = model.lip_size
     scale = 255.0 if frames.is_floating_point() else 1.0
     out = []
     for start in range(0, frames.shape[1] - LIP_FRAMES + 1, chunk):
         x = frames[:, start : start + chunk + LIP_FRAMES - 1].to(device, torch.float32) * scale
         b, t = x.shape[:2]
         x = x.flatten(0, 1)
-        if x.shape[-2:] != (LIP_SIZE, LIP_SIZE):
-            x = F.interpolate(x, size=(LIP_SIZE, LIP_SIZE), mode="bilinear", align_corners=False)
-        x = x.flip(1).unflatten(0, (b, t)).transpose(1, 2)  # RGB -> BGR, [B, 3, t, 224, 224]
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        x = x.flip(1).unflatten(0, (b, t)).transpose(1, 2)  # RGB -> BGR, [B, 3, t, size, size]
         out.append(model.forward_lip_clip(x.to(dtype)))
     return torch.cat(out, 1)
 

@@ -54,6 +54,8 @@ def _fc_head() -> nn.Sequential:
 class SyncNetV2(nn.Module):
     """The two-stream SyncNet. Inputs are raw: MFCC values, and BGR pixels in 0..255."""
 
+    lip_size = LIP_SIZE  # side of the square BGR frames forward_lip_clip takes
+
     def __init__(self) -> None:
         super().__init__()
         self.netcnnaud = _audio_cnn()

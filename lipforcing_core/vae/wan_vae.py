@@ -46,6 +46,9 @@ class WanVAEConfig:
     dim_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 2
     temperal_downsample: tuple[bool, ...] = (False, True, True)
+    # per-channel posterior-mean statistics defining the normalised latent space (official by default)
+    latent_mean: tuple[float, ...] = LATENT_MEAN
+    latent_std: tuple[float, ...] = LATENT_STD
 
 
 PRESETS: dict[str, WanVAEConfig] = {
@@ -54,24 +57,28 @@ PRESETS: dict[str, WanVAEConfig] = {
 }
 
 
-def latent_scale(dtype: torch.dtype = torch.float32, device=None, channels: int = 16) -> tuple[Tensor, Tensor]:
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (per-channel mean, per-channel std)
+
+
+def latent_scale(dtype: torch.dtype = torch.float32, device=None, channels: int = 16,
+                 stats: Stats = (LATENT_MEAN, LATENT_STD)) -> tuple[Tensor, Tensor]:
     """``(mean, inv_std)`` shaped ``[1, C, 1, 1, 1]``; ``inv_std`` is the float32 reciprocal, as official."""
-    if channels != len(LATENT_MEAN):
-        raise ValueError(f"latent normalisation constants exist for 16 channels, not {channels}")
-    mean = torch.tensor(LATENT_MEAN, dtype=torch.float32)
-    inv_std = 1.0 / torch.tensor(LATENT_STD, dtype=torch.float32)
+    if channels != len(stats[0]) or channels != len(stats[1]):
+        raise ValueError(f"latent normalisation constants exist for {len(stats[0])} channels, not {channels}")
+    mean = torch.tensor(stats[0], dtype=torch.float32)
+    inv_std = 1.0 / torch.tensor(stats[1], dtype=torch.float32)
     return (mean.to(device, dtype).view(1, -1, 1, 1, 1), inv_std.to(device, dtype).view(1, -1, 1, 1, 1))
 
 
-def normalize_latent(mu: Tensor) -> Tensor:
+def normalize_latent(mu: Tensor, stats: Stats = (LATENT_MEAN, LATENT_STD)) -> Tensor:
     """Raw posterior mean -> the normalised latent space: ``(mu - mean) * inv_std``."""
-    mean, inv_std = latent_scale(mu.dtype, mu.device, mu.shape[1])
+    mean, inv_std = latent_scale(mu.dtype, mu.device, mu.shape[1], stats)
     return (mu - mean) * inv_std
 
 
-def denormalize_latent(latent: Tensor) -> Tensor:
+def denormalize_latent(latent: Tensor, stats: Stats = (LATENT_MEAN, LATENT_STD)) -> Tensor:
     """Normalised latent -> raw decoder input: ``latent / inv_std + mean`` (divides, like the official code)."""
-    mean, inv_std = latent_scale(latent.dtype, latent.device, latent.shape[1])
+    mean, inv_std = latent_scale(latent.dtype, latent.device, latent.shape[1], stats)
     return latent / inv_std + mean
 
 
@@ -296,6 +303,11 @@ class WanVAE(nn.Module):
         self.conv2 = nn.Conv3d(z, z, 1)
         self.decoder = Decoder3d(config)
 
+    @property
+    def latent_stats(self) -> Stats:
+        """The ``(mean, std)`` constants of this model's normalised latent space."""
+        return self.config.latent_mean, self.config.latent_std
+
     # -------------------------------------------------------------- encode
 
     def new_encode_stream(self) -> EncodeStream:
@@ -308,7 +320,7 @@ class WanVAE(nn.Module):
         posterior mean. Internally runs the official 1, 4, 4, ... sub-chunks.
         """
         mu = self.encode_moments(video, stream)[0]
-        return normalize_latent(mu) if normalize else mu
+        return normalize_latent(mu, self.latent_stats) if normalize else mu
 
     def encode_moments(self, video: Tensor, stream: EncodeStream) -> tuple[Tensor, Tensor]:
         """Posterior ``(mu, log_var)`` of the next chunk of a stream, unnormalised."""
@@ -345,7 +357,7 @@ class WanVAE(nn.Module):
         _check_channels(latent, "latent", self.config.z_dim, f"[B, {self.config.z_dim}, T, h, w]")
         if latent.shape[2] == 0:
             raise ValueError("latent chunk has no frames")
-        z = denormalize_latent(latent)
+        z = denormalize_latent(latent, self.latent_stats)
         frames = [self.decoder(self.conv2(z[:, :, i:i + 1]), stream.cache) for i in range(z.shape[2])]
         stream.latents_seen += z.shape[2]
         out = torch.cat(frames, 2)

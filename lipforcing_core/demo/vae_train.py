@@ -1,0 +1,149 @@
+"""Train the demo-domain Wan VAE (small preset) from rendered clips, and measure it.
+
+Loss per window: L1 + L2 reconstruction of the decoded reparameterised sample plus a small KL to
+N(0, I), Adam with a cosine learning-rate decay. Most steps see random 32x32 crops (the network is
+convolutional apart from the per-frame attention at the bottleneck, and crops are 4x cheaper on
+CPU); the last steps see whole frames so the bottleneck attention learns the full 8x8 grid.
+Windows are ``1 + 4k`` frames so both the first-frame path and the 4x time grouping are trained.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..face.mask import load_mouth_mask
+from ..vae.wan_vae import DecodeStream, WanVAE, WanVAEConfig
+from .dataset import ClipBank
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    """Hyper-parameters of :func:`train_vae` (defaults: the shipped demo VAE)."""
+
+    steps: int = 3000
+    batch: int = 4
+    frames: int = 5  # 1 + 4k
+    crop: int = 32  # side of the random crops of the first phase (multiple of 8)
+    full_frame_from: float = 0.8  # fraction of steps after which whole frames are used
+    lr: float = 2e-3
+    min_lr_fraction: float = 0.05
+    kl_weight: float = 1e-6
+    clips: int = 192  # training clips rendered into the bank
+    duration_s: float = 2.0
+    size: int = 64
+    seed: int = 0
+    log_every: int = 25
+    max_minutes: float | None = 35.0  # wall-clock budget: the schedule runs on max(step, time) progress
+
+
+def training_progress(step: int, steps: int, start: float, max_minutes: float | None) -> float:
+    """Fraction of training done: of the steps, or of the wall-clock budget if that runs out first.
+
+    Learning-rate schedules and phase switches follow this, so a run on a slower (or busier) CPU
+    still completes its schedule within ``max_minutes``, only with fewer steps.
+    """
+    done = step / steps
+    if max_minutes is not None:
+        done = max(done, (time.monotonic() - start) / 60 / max_minutes)
+    return done
+
+
+def decode_raw(model: WanVAE, z: Tensor) -> Tensor:
+    """Decode unnormalised latents ``[B, z, T', h, w]`` without clamping (the differentiable decode)."""
+    stream = DecodeStream()
+    return torch.cat([model.decoder(model.conv2(z[:, :, i:i + 1]), stream.cache) for i in range(z.shape[2])], 2)
+
+
+def vae_loss(model: WanVAE, video: Tensor, kl_weight: float) -> tuple[Tensor, Tensor]:
+    """``(loss, reconstruction)`` for a batch ``[B, 3, 1 + 4k, H, W]`` in [-1, 1]."""
+    mu, log_var = model.encode_moments(video, model.new_encode_stream())
+    log_var = log_var.clamp(-30, 20)
+    z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
+    recon = decode_raw(model, z)
+    kl = 0.5 * (mu.square() + log_var.exp() - 1 - log_var).mean()
+    loss = (recon - video).abs().mean() + (recon - video).square().mean() + kl_weight * kl
+    return loss, recon
+
+
+def _random_crop(video: Tensor, side: int, generator: torch.Generator) -> Tensor:
+    h, w = video.shape[-2:]
+    y = int(torch.randint((h - side) // 8 + 1, (), generator=generator)) * 8
+    x = int(torch.randint((w - side) // 8 + 1, (), generator=generator)) * 8
+    return video[..., y:y + side, x:x + side]
+
+
+def psnr(a: Tensor, b: Tensor, weight: Tensor | None = None) -> float:
+    """PSNR in dB of pixels in [-1, 1] (peak 2), optionally over the pixels where ``weight`` is 1."""
+    err = (a - b).square()
+    if weight is not None:
+        err = (err * weight).sum() / (weight.expand_as(err).sum())
+    return float(10 * math.log10(4.0 / max(float(err.mean()), 1e-12)))
+
+
+def train_vae(arch: WanVAEConfig, cfg: VAETrainConfig, log: Callable[[str], None] = print,
+              bank: ClipBank | None = None) -> tuple[WanVAE, list[float]]:
+    """Train a fresh :class:`WanVAE` of architecture ``arch``; returns it (eval mode) and the loss per step."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if bank is None:
+        bank = ClipBank.render(cfg.clips, "train", cfg.duration_s, cfg.size, cfg.seed)
+        log(f"vae: rendered {len(bank)} training clips of {bank.num_frames} frames")
+    model = WanVAE(arch).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    min_lr = cfg.lr * cfg.min_lr_fraction
+    start, losses = time.monotonic(), []
+    for step in range(cfg.steps):
+        done = training_progress(step, cfg.steps, start, cfg.max_minutes)
+        if done >= 1:
+            log(f"vae: time budget of {cfg.max_minutes} min used up at step {step}")
+            break
+        for group in opt.param_groups:
+            group["lr"] = min_lr + (cfg.lr - min_lr) * 0.5 * (1 + math.cos(math.pi * done))
+        video = bank.windows(cfg.batch, cfg.frames, gen)
+        if done < cfg.full_frame_from and cfg.crop < video.shape[-1]:
+            video = _random_crop(video, cfg.crop, gen)
+        loss, recon = vae_loss(model, video, cfg.kl_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        minutes = (time.monotonic() - start) / 60
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            log(f"vae step {step} loss {losses[-1]:.4f} psnr {psnr(recon.detach(), video):.2f} dB "
+                f"{video.shape[-1]}px {minutes:.1f} min")
+    return model.eval().requires_grad_(False), losses
+
+
+def _clip_frames(bank: ClipBank) -> int:
+    return 1 + 4 * ((bank.num_frames - 1) // 4)
+
+
+@torch.no_grad()
+def latent_statistics(model: WanVAE, bank: ClipBank) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of the posterior mean over every latent of every clip in ``bank``."""
+    t = _clip_frames(bank)
+    mus = torch.cat([model.encode(bank.video(i)[None, :, :t], normalize=False) for i in range(len(bank))])
+    flat = mus.transpose(0, 1).flatten(1)
+    return tuple(flat.mean(1).tolist()), tuple(flat.std(1).tolist())
+
+
+@torch.no_grad()
+def evaluate_vae(model: WanVAE, bank: ClipBank) -> dict[str, float]:
+    """Mean PSNR (dB) of full-clip reconstructions: whole frame, and inside the LatentSync mouth mask."""
+    t = _clip_frames(bank)
+    mouth = torch.from_numpy(load_mouth_mask(size=bank.frames.shape[2]) < 0.5).float()
+    face, mouth_psnr = [], []
+    for i in range(len(bank)):
+        video = bank.video(i)[None, :, :t]
+        recon = model.decode(model.encode(video))
+        face.append(psnr(recon, video))
+        mouth_psnr.append(psnr(recon, video, mouth))
+    return {"psnr_face_db": sum(face) / len(face), "psnr_mouth_db": sum(mouth_psnr) / len(mouth_psnr),
+            "clips": len(bank), "frames_per_clip": t}

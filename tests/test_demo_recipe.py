@@ -1,0 +1,119 @@
+"""The demo recipe in miniature: a few training steps of the VAE and the SyncNet on tiny batches,
+saved and reloaded through the shipped-weight loaders, plus the per-model latent normalisation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from lipforcing_core.cli import build_parser
+from lipforcing_core.demo.dataset import HELDOUT_BASE, ClipBank, clip_seeds
+from lipforcing_core.demo.recipe import (
+    DEMO_VAE,
+    load_demo_syncnet,
+    load_demo_vae,
+    read_metadata,
+    save_weights,
+)
+from lipforcing_core.demo.sync_model import SmallSyncNet, SmallSyncNetConfig
+from lipforcing_core.demo.syncnet_train import (
+    SyncTrainConfig,
+    shift_audio,
+    train_syncnet,
+)
+from lipforcing_core.demo.vae_train import VAETrainConfig, latent_statistics, train_vae
+from lipforcing_core.syncnet import evaluate_sync
+from lipforcing_core.vae import WanVAE, WanVAEConfig
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_seed_splits_are_disjoint():
+    train, held = clip_seeds(50, "train"), clip_seeds(50, "heldout")
+    assert all(i < HELDOUT_BASE and u < HELDOUT_BASE for i, u in train)
+    assert all(i >= HELDOUT_BASE and u >= HELDOUT_BASE for i, u in held)
+    assert len(set(train)) == 50
+    with pytest.raises(ValueError, match="split"):
+        clip_seeds(1, "test")
+
+
+def test_bank_windows_layout():
+    bank = ClipBank.render(2, duration_s=0.4, size=16)
+    assert bank.frames.shape == (2, 10, 16, 16, 3) and bank.frames.dtype == torch.uint8
+    win = bank.windows(3, 5, torch.Generator().manual_seed(0))
+    assert win.shape == (3, 3, 5, 16, 16) and -1 <= win.min() and win.max() <= 1
+    assert torch.equal(bank.video(0)[:, 0], bank.frames[0, 0].float().div(127.5).sub(1).permute(2, 0, 1))
+
+
+def test_vae_recipe_trains_saves_and_reloads(tmp_path):
+    bank = ClipBank.render(1, duration_s=0.24, size=16)
+    arch = dataclasses.replace(DEMO_VAE, dim=4)
+    cfg = VAETrainConfig(steps=8, batch=1, crop=16, size=16, lr=3e-3, log_every=100)
+    model, losses = train_vae(arch, cfg, log=lambda s: None, bank=bank)
+    assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2])
+
+    mean, std = latent_statistics(model, bank)
+    assert len(mean) == len(std) == 16 and all(s > 0 for s in std)
+    model.config = dataclasses.replace(model.config, latent_mean=mean, latent_std=std)
+    path = tmp_path / "vae.safetensors"
+    save_weights(model, path, metrics={"psnr_face_db": 1.0})
+    loaded = load_demo_vae(path)
+    assert loaded.config == model.config and read_metadata(path)["metrics"] == {"psnr_face_db": 1.0}
+    video = bank.video(0)[None, :, :5]
+    latent = loaded.encode(video)
+    assert torch.equal(latent, model.encode(video))
+    raw = loaded.encode(video, normalize=False)
+    expect = (raw - torch.tensor(mean).view(1, -1, 1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1, 1)
+    assert torch.allclose(latent, expect, atol=1e-5)
+    assert torch.allclose(loaded.decode(latent, clamp=False), model.decode(latent, clamp=False))
+
+
+def test_default_latent_stats_are_the_official_constants():
+    vae = WanVAE(WanVAEConfig(dim=4, num_res_blocks=1)).eval()
+    video = torch.rand(1, 3, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        from lipforcing_core.vae import normalize_latent
+        assert torch.equal(vae.encode(video), normalize_latent(vae.encode(video, normalize=False)))
+
+
+def test_syncnet_recipe_trains_saves_reloads_and_scores(tmp_path):
+    bank = ClipBank.render(4, duration_s=1.0, size=32, seed=1)
+    arch = SmallSyncNetConfig(lip_size=32, lip_channels=(8, 8, 8, 8), audio_channels=(8, 8, 8, 8), hidden=32,
+                              embed_dim=16)
+    cfg = SyncTrainConfig(steps=15, batch=4, window_frames=12, lr=3e-3, log_every=100)
+    model, losses = train_syncnet(arch, cfg, log=lambda s: None, bank=bank)
+    assert len(losses) == 15 and sum(losses[-3:]) < sum(losses[:3])
+
+    path = tmp_path / "sync.safetensors"
+    save_weights(model, path)
+    loaded = load_demo_syncnet(path)
+    assert isinstance(loaded, SmallSyncNet) and loaded.config == arch
+    i = int(bank.audio.abs().amax(1).argmax())  # a clip that is not all silence
+    result = evaluate_sync(loaded, bank.frames[i], bank.audio[i], vshift=5)
+    assert torch.allclose(result.dists, evaluate_sync(model, bank.frames[i], bank.audio[i], vshift=5).dists)
+    assert len(result.dists) == 11 and 0 <= result.lse_d <= 2 and -5 <= result.offset <= 5
+
+
+def test_shift_audio_moves_content_by_whole_frames():
+    audio = torch.arange(3200, dtype=torch.float32)
+    assert torch.equal(shift_audio(audio, 2)[:1920], audio[1280:])
+    assert torch.equal(shift_audio(audio, -1)[640:], audio[:-640])
+    assert torch.equal(shift_audio(audio, 0), audio)
+
+
+def test_loaders_reject_foreign_files(tmp_path):
+    from safetensors.torch import save_file
+
+    from lipforcing_core.checkpoints import CheckpointError
+
+    path = tmp_path / "x.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="config"):
+        load_demo_vae(path)
+
+
+def test_cli_has_train_demo():
+    args = build_parser().parse_args(["train-demo", "--stage", "syncnet", "--steps", "3"])
+    assert args.stage == "syncnet" and args.steps == 3
