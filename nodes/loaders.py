@@ -1,0 +1,98 @@
+"""Loader nodes for the diffusion model and the video decoders.
+
+Each picks a file from a ComfyUI model folder, loads it with the core loader and hands it to
+ComfyUI's memory manager (weights stay on the offload device until a node needs them).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from lipforcing_core.checkpoints import load_dit
+from lipforcing_core.config import PRESETS
+from lipforcing_core.vae.taehv import load_taehv
+from lipforcing_core.vae.wan_vae import load_wan_vae
+
+from ._comfy import io
+from ._types import DTYPES, dtype_input
+from .memory import load_managed
+from .paths import choices
+
+CATEGORY = "LipForcing/loaders"
+
+LipForcingModel = io.Custom("LIPFORCING_MODEL")
+WanVAE = io.Custom("LIPFORCING_VAE")
+TinyDecoder = io.Custom("LIPFORCING_TAEW")
+
+
+class ModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LipForcingModelLoader",
+            display_name="Lip Forcing Model Loader",
+            category=CATEGORY,
+            description="Load a Lip Forcing causal student (lipforcing_14b.pth, the 1.3B student or a demo model).",
+            inputs=[
+                io.Combo.Input("model_name", options=choices("diffusion_models"),
+                               tooltip="A merged Lip Forcing checkpoint in models/diffusion_models "
+                                       "(.pth or .safetensors)."),
+                dtype_input("default", "Weight dtype. 'default' keeps the file's dtype (bf16 for the release); "
+                                        "fp32 is exact but needs twice the memory.", ("default", *DTYPES)),
+                io.Combo.Input("size", options=["auto", *PRESETS], default="auto",
+                               tooltip="Architecture preset; 'auto' reads it from the tensor shapes."),
+            ],
+            outputs=[LipForcingModel.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model_name: str, weight_dtype: str, size: str) -> io.NodeOutput:
+        load = partial(load_dit, preset=None if size == "auto" else size, dtype=DTYPES.get(weight_dtype))
+        return io.NodeOutput(load_managed("dit", "diffusion_models", model_name, "model_name", load))
+
+
+class VAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LipForcingVAELoader",
+            display_name="Lip Forcing VAE Loader",
+            category=CATEGORY,
+            description="Load the Wan2.1 video VAE (encodes the source video; can also decode).",
+            inputs=[
+                io.Combo.Input("vae_name", options=choices("vae"),
+                               tooltip="Wan2.1_VAE.pth or ComfyUI's wan_2.1_vae.safetensors in models/vae."),
+                dtype_input("fp32", "Compute dtype of the VAE; bf16 halves its memory."),
+            ],
+            outputs=[WanVAE.Output(display_name="vae")],
+        )
+
+    @classmethod
+    def execute(cls, vae_name: str, weight_dtype: str) -> io.NodeOutput:
+        load = partial(load_wan_vae, dtype=DTYPES[weight_dtype])
+        return io.NodeOutput(load_managed("vae", "vae", vae_name, "vae_name", load))
+
+
+class TAEWLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LipForcingTAEWLoader",
+            display_name="Lip Forcing Tiny Decoder Loader",
+            category=CATEGORY,
+            description="Load TAEHV (taew2_1), the fast streaming decoder for Wan2.1 latents.",
+            inputs=[
+                io.Combo.Input("taew_name", options=choices("vae_approx"),
+                               tooltip="taew2_1.pth / taew2_1.safetensors in models/vae_approx."),
+                dtype_input("fp16", "Compute dtype; the release decodes in fp16. Use fp32 on CPU."),
+            ],
+            outputs=[TinyDecoder.Output(display_name="taew")],
+        )
+
+    @classmethod
+    def execute(cls, taew_name: str, weight_dtype: str) -> io.NodeOutput:
+        load = partial(load_taehv, dtype=DTYPES[weight_dtype])
+        return io.NodeOutput(load_managed("taew", "vae_approx", taew_name, "taew_name", load))
+
+
+NODES = [ModelLoader, VAELoader, TAEWLoader]
