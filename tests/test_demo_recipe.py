@@ -117,3 +117,41 @@ def test_loaders_reject_foreign_files(tmp_path):
 def test_cli_has_train_demo():
     args = build_parser().parse_args(["train-demo", "--stage", "syncnet", "--steps", "3"])
     assert args.stage == "syncnet" and args.steps == 3
+
+
+@pytest.fixture(scope="module")
+def heldout_clip() -> ClipBank:
+    bank = ClipBank.render(3, "heldout", duration_s=2.0, size=64, seed=7)
+    i = int(bank.audio.abs().amax(1).argmax())
+    return ClipBank(bank.frames[i:i + 1], bank.audio[i:i + 1], bank.seeds[i:i + 1])
+
+
+def test_shipped_weights_fit_the_budget_and_carry_metrics():
+    from lipforcing_core.demo.recipe import SYNCNET_FILE, VAE_FILE
+
+    assert VAE_FILE.stat().st_size + SYNCNET_FILE.stat().st_size <= 10 * 2**20
+    assert {"psnr_face_db", "psnr_mouth_db", "steps"} <= read_metadata(VAE_FILE)["metrics"].keys()
+    assert {"offset_within_1", "shift_within_1", "lse_c"} <= read_metadata(SYNCNET_FILE)["metrics"].keys()
+
+
+def test_shipped_vae_reconstructs_a_heldout_clip(heldout_clip):
+    from lipforcing_core.demo.recipe import VAE_FILE
+    from lipforcing_core.demo.vae_train import evaluate_vae
+
+    vae = load_demo_vae()
+    assert vae.config.z_dim == 16 and vae.config.latent_std != WanVAEConfig().latent_std
+    video = heldout_clip.video(0)[None, :, :49]
+    latent = vae.encode(video)
+    assert latent.shape == (1, 16, 13, 8, 8)
+    assert abs(float(latent.mean())) < 0.5 and 0.5 < float(latent.std()) < 2  # its own normalisation
+    recorded = read_metadata(VAE_FILE)["metrics"]["psnr_face_db"]  # measured on 12+ held-out clips
+    assert evaluate_vae(vae, heldout_clip)["psnr_face_db"] > recorded - 3
+
+
+def test_shipped_syncnet_finds_the_offset_of_a_heldout_clip(heldout_clip):
+    from lipforcing_core.demo.syncnet_train import shift_audio
+
+    net = load_demo_syncnet()
+    frames, audio = heldout_clip.frames[0], heldout_clip.audio[0]
+    assert abs(evaluate_sync(net, frames, audio).offset) <= 1
+    assert abs(evaluate_sync(net, frames, shift_audio(audio, 4)).offset - 4) <= 1

@@ -94,12 +94,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe's)")
     parser.add_argument("--clips", type=int, default=None, help="training clips to render")
     parser.add_argument("--eval-clips", type=int, default=16, help="held-out clips to measure")
+    parser.add_argument("--init", type=Path, default=None, help="continue training from this demo VAE file")
+    parser.add_argument("--frames", type=int, default=None, help="VAE training window, 1 + 4k frames")
+    parser.add_argument("--crop", type=int, default=None, help="VAE crop side of the first phase (64: none)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this long")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    out = {"steps": args.steps, "clips": args.clips, "max_minutes": args.max_minutes}
+    out = {"steps": args.steps, "clips": args.clips, "max_minutes": args.max_minutes, "lr": args.lr}
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -108,16 +112,19 @@ def train_demo_vae(args: argparse.Namespace) -> dict:
     from .dataset import ClipBank
     from .vae_train import VAETrainConfig, evaluate_vae, latent_statistics, train_vae
 
-    cfg = dataclasses.replace(VAETrainConfig(), **_overrides(args))
+    extra = {k: v for k, v in {"frames": args.frames, "crop": args.crop}.items() if v is not None}
+    cfg = dataclasses.replace(VAETrainConfig(), **_overrides(args), **extra)
+    init = load_demo_vae(args.init) if args.init else None
     start = time.monotonic()
-    model, losses = train_vae(DEMO_VAE, cfg, lambda s: print(s, flush=True))
+    model, losses = train_vae(DEMO_VAE, cfg, lambda s: print(s, flush=True), init=init)
     minutes = (time.monotonic() - start) / 60
     stats_bank = ClipBank.render(min(cfg.clips, 32), "train", cfg.duration_s, cfg.size, cfg.seed)
     mean, std = latent_statistics(model, stats_bank)
     model.config = dataclasses.replace(model.config, latent_mean=mean, latent_std=std)
     metrics = evaluate_vae(model, ClipBank.render(args.eval_clips, "heldout", cfg.duration_s, cfg.size))
     metrics |= {"steps": len(losses), "final_loss": losses[-1], "train_minutes": round(minutes, 1)}
-    save_weights(model, args.out or VAE_FILE, train=dataclasses.asdict(cfg), metrics=metrics)
+    train = dataclasses.asdict(cfg) | {"init": str(args.init) if args.init else None}
+    save_weights(model, args.out or VAE_FILE, train=train, metrics=metrics)
     return metrics
 
 

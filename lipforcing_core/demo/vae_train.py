@@ -31,7 +31,7 @@ class VAETrainConfig:
     frames: int = 5  # 1 + 4k
     crop: int = 32  # side of the random crops of the first phase (multiple of 8)
     full_frame_from: float = 0.8  # fraction of steps after which whole frames are used
-    lr: float = 2e-3
+    lr: float = 3e-3
     min_lr_fraction: float = 0.05
     kl_weight: float = 1e-6
     clips: int = 192  # training clips rendered into the bank
@@ -87,14 +87,18 @@ def psnr(a: Tensor, b: Tensor, weight: Tensor | None = None) -> float:
 
 
 def train_vae(arch: WanVAEConfig, cfg: VAETrainConfig, log: Callable[[str], None] = print,
-              bank: ClipBank | None = None) -> tuple[WanVAE, list[float]]:
-    """Train a fresh :class:`WanVAE` of architecture ``arch``; returns it (eval mode) and the loss per step."""
+              bank: ClipBank | None = None, init: WanVAE | None = None) -> tuple[WanVAE, list[float]]:
+    """Train a :class:`WanVAE` of architecture ``arch`` (fresh, or continuing ``init``); returns it
+    (eval mode) and the loss per step."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if bank is None:
         bank = ClipBank.render(cfg.clips, "train", cfg.duration_s, cfg.size, cfg.seed)
         log(f"vae: rendered {len(bank)} training clips of {bank.num_frames} frames")
-    model = WanVAE(arch).train()
+    model = WanVAE(arch)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    model.train().requires_grad_(True)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     min_lr = cfg.lr * cfg.min_lr_fraction
     start, losses = time.monotonic(), []
