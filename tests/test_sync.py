@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import wave
 from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from scipy.io import wavfile
 
 from lipforcing_core.audio.wav2vec2 import Wav2Vec2Config, build_model
 from lipforcing_core.bench import random_dit
@@ -54,8 +54,10 @@ def weights(tmp_path_factory):
 
 
 def test_sync_cli_writes_synced_mp4(weights, small_clip, media_root, tmp_path):
-    rate, speech = wavfile.read(media_root / "latentsync_demo2_audio.wav")
-    wavfile.write(tmp_path / "speech.wav", rate, speech[: int(0.46 * rate)])  # 11 frames -> one chunk of 9
+    with wave.open(str(media_root / "latentsync_demo2_audio.wav")) as src, \
+            wave.open(str(tmp_path / "speech.wav"), "wb") as dst:
+        dst.setparams(src.getparams())
+        dst.writeframes(src.readframes(int(0.46 * src.getframerate())))  # 11 frames -> one chunk of 9
     out = tmp_path / "out.mp4"
     code = main(["sync", "--video", str(small_clip), "--audio", str(tmp_path / "speech.wav"),
                  "-o", str(out), "--dit", str(weights / "dit.safetensors"), "--vae", str(weights / "vae.safetensors"),
