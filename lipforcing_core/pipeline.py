@@ -150,14 +150,15 @@ def latent_mask(mask: Tensor | np.ndarray, latent_hw: tuple[int, int]) -> Tensor
 def build_y(ref_latent: Tensor, keep_mask: Tensor, masked: Tensor, ref_sequence: Tensor) -> Tensor:
     """49 conditioning channels ``[B, 49, n, h, w]`` for ``n`` latent frames.
 
-    ``ref_latent [B,16,1,h,w]`` is repeated over time, ``keep_mask [h,w]`` (1 = keep) enters as
-    ``1 - mask``, then the masked-video and source-video latents ``[B,16,n,h,w]`` of the same frames.
+    ``ref_latent [B,16,1,h,w]`` is repeated over time, ``keep_mask`` (1 = keep; ``[h,w]`` shared or
+    ``[B,h,w]`` per sample) enters as ``1 - mask``, then the masked-video and source-video latents
+    ``[B,16,n,h,w]`` of the same frames.
     """
     b, _, n, h, w = masked.shape
-    if ref_sequence.shape != masked.shape or tuple(keep_mask.shape) != (h, w):
+    if ref_sequence.shape != masked.shape or tuple(keep_mask.shape[-2:]) != (h, w) or keep_mask.ndim not in (2, 3):
         raise ValueError(f"conditioning shapes disagree: masked {tuple(masked.shape)}, ref_sequence "
                          f"{tuple(ref_sequence.shape)}, mask {tuple(keep_mask.shape)}")
-    plane = (1 - keep_mask).to(masked).expand(b, 1, n, h, w)
+    plane = (1 - keep_mask).to(masked).reshape(-1, 1, 1, h, w).expand(b, 1, n, h, w)
     return torch.cat([ref_latent.to(masked).expand(-1, -1, n, -1, -1), plane, masked, ref_sequence], dim=1)
 
 

@@ -21,9 +21,10 @@ def test_clip_folder_round_trip_and_conditioning(tmp_path):
     torch.testing.assert_close(clip["latents"], random_clip(frames=6, hw=(4, 4), seed=1)["latents"])
     assert torch.equal(clip["neg_text"], torch.zeros_like(clip["text"]))
     batch = load_batch(ds, step=0, global_batch=2, seed=0)
+    batch["ref_sequence"] = batch["ref_sequence"] + 1  # a dubbing pair: the source differs from the target
     y = conditioning(batch)
     assert y.shape == (2, 49, 6, 4, 4)
-    torch.testing.assert_close(y[:, :16], batch["latents"][:, :, :1].expand(-1, -1, 6, -1, -1))
+    torch.testing.assert_close(y[:, :16], batch["ref_sequence"][:, :, :1].expand(-1, -1, 6, -1, -1))
     torch.testing.assert_close(y[:, 16], (1 - batch["mask"])[:, None].expand(-1, 6, -1, -1))
     torch.testing.assert_close(y[:, 17:33], batch["masked_video"])
     torch.testing.assert_close(y[:, 33:], batch["ref_sequence"])

@@ -22,6 +22,8 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..pipeline import build_y
+
 Clip = dict[str, torch.Tensor]
 REQUIRED = ("latents", "masked_video", "ref_sequence", "mask", "audio", "text")
 
@@ -121,8 +123,7 @@ def load_batch(dataset: torch.utils.data.Dataset, step: int, global_batch: int, 
 
 
 def conditioning(batch: Clip) -> torch.Tensor:
-    """The 49 conditioning channels ``y``: ref latent (frame 0, repeated) | 1-mask | masked video | ref sequence."""
-    lat = batch["latents"]
-    b, _, t, h, w = lat.shape
-    gen = (1 - batch["mask"]).to(lat.dtype)[:, None, None].expand(b, 1, t, h, w)
-    return torch.cat([lat[:, :, :1].expand(-1, -1, t, -1, -1), gen, batch["masked_video"], batch["ref_sequence"]], 1)
+    """The 49 conditioning channels ``y``, built as at inference: the reference latent is frame 0
+    of the *source* (``ref_sequence``), so dubbing pairs cannot leak the target's first mouth."""
+    source = batch["ref_sequence"]
+    return build_y(source[:, :, :1], batch["mask"], batch["masked_video"], source)
