@@ -45,3 +45,22 @@ def two_threads_no_grad():
     with torch.no_grad():
         yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dit_gold(golden_root):
+    """``dit_gold(name)`` loads ``golden/dit/<name>.safetensors``."""
+    from safetensors.torch import load_file
+
+    return lambda name: load_file(golden_root / "dit" / f"{name}.safetensors")
+
+
+@pytest.fixture(scope="module")
+def golden_dit(dit_gold):
+    """The tiny DiT with the golden weights (teacher and student share them)."""
+    from lipforcing_core.config import get_preset
+    from lipforcing_core.models.dit import LipForcingDiT
+
+    net = LipForcingDiT(get_preset("tiny")).eval()
+    net.load_state_dict(dit_gold("weights"), strict=True)
+    return net

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW, CausalSpec, get_preset
-from lipforcing_core.models.dit import LipForcingDiT
+from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW, CausalSpec
 from lipforcing_core.sampling.causal import CausalSampler, ReplayNoise
 from lipforcing_core.sampling.schedule import STUDENT_T_LIST, x0_from_flow
 
@@ -19,29 +17,16 @@ pytestmark = pytest.mark.usefixtures("two_threads_no_grad")
 
 
 @pytest.fixture(scope="module")
-def gold(golden_root):
-    root = golden_root / "dit"
-    return lambda name: load_file(root / f"{name}.safetensors")
-
-
-@pytest.fixture(scope="module")
-def model(gold):
-    net = LipForcingDiT(get_preset("tiny")).eval()
-    net.load_state_dict(gold("weights"), strict=True)
-    return net
-
-
-@pytest.fixture(scope="module")
-def inputs(gold):
-    return gold("inputs")
+def inputs(dit_gold):
+    return dit_gold("inputs")
 
 
 def clip(inputs, frames):
     return inputs["cond.y"][:, :, :frames], inputs["cond.audio_emb"][:, :4 * frames - 3]
 
 
-def test_teacher_case_a(model, gold, inputs):
-    a = gold("cases_A_teacher")
+def test_teacher_case_a(golden_dit, dit_gold, inputs):
+    a = dit_gold("cases_A_teacher")
     y, audio = clip(inputs, 9)
     text, neg = inputs["text.text_embeds"], inputs["text.neg_text_embeds"]
     debug = {}
@@ -51,15 +36,15 @@ def test_teacher_case_a(model, gold, inputs):
             debug[n] = out
         return hook
 
-    hooks = [b.register_forward_hook(record(n)) for n, b in enumerate(model.blocks)]
+    hooks = [b.register_forward_hook(record(n)) for n, b in enumerate(golden_dit.blocks)]
     try:
-        flows = {"cond": model(a["x_t"], a["t"], y, text, audio)}
+        flows = {"cond": golden_dit(a["x_t"], a["t"], y, text, audio)}
     finally:
         for h in hooks:
             h.remove()
-    flows["neg"] = model(a["x_t"], a["t"], y, neg, torch.zeros_like(audio))
-    flows["null"] = model(a["x_t"], a["t"], y, torch.zeros_like(text), torch.zeros_like(audio))
-    for n in range(len(model.blocks)):
+    flows["neg"] = golden_dit(a["x_t"], a["t"], y, neg, torch.zeros_like(audio))
+    flows["null"] = golden_dit(a["x_t"], a["t"], y, torch.zeros_like(text), torch.zeros_like(audio))
+    for n in range(len(golden_dit.blocks)):
         torch.testing.assert_close(debug[n], a[f"dbg.block{n}_out"], **FP32)
     x0 = {}
     for name, flow in flows.items():
@@ -71,21 +56,21 @@ def test_teacher_case_a(model, gold, inputs):
 
 
 @pytest.mark.parametrize("case,spec", [("B1", CausalSpec(3, -1, 0, False)), ("B2", CausalSpec(3, 7, 1, True))])
-def test_student_full_sequence_case_b(model, gold, inputs, case, spec):
-    b = gold("cases_B_fullseq")
+def test_student_full_sequence_case_b(golden_dit, dit_gold, inputs, case, spec):
+    b = dit_gold("cases_B_fullseq")
     x_t, t = b[f"{case}.x_t"], b[f"{case}.t"]
     y, audio = clip(inputs, x_t.shape[2])
-    flow = model(x_t, t, y, inputs["text.text_embeds"], audio, causal=spec)
+    flow = golden_dit(x_t, t, y, inputs["text.text_embeds"], audio, causal=spec)
     torch.testing.assert_close(flow, b[f"{case}.fp32attn.flow"], **FP32)
-    flow = model(x_t, t, y, inputs["text.text_embeds"], audio, causal=spec, bf16_attn=True)
+    flow = golden_dit(x_t, t, y, inputs["text.text_embeds"], audio, causal=spec, bf16_attn=True)
     torch.testing.assert_close(flow, b[f"{case}.bf16attn.flow"], **BF16)
 
 
-def stream_clip(model, inputs, noise, eps, spec, bf16=False):
+def stream_clip(golden_dit, inputs, noise, eps, spec, bf16=False):
     """The official two-step streaming loop (the product's sampler); yields every stored quantity per chunk."""
     frames = noise.shape[2]
     y, audio = clip(inputs, frames)
-    sampler = CausalSampler(model, STUDENT_T_LIST, spec, bf16_attn=bf16)
+    sampler = CausalSampler(golden_dit, STUDENT_T_LIST, spec, bf16_attn=bf16)
     state = sampler.start(inputs["text.text_embeds"], audio, noise.shape[3:], frames)
     replay = ReplayNoise(noise, eps)
     for k, c0 in enumerate(range(0, frames, 3)):
@@ -97,12 +82,12 @@ def stream_clip(model, inputs, noise, eps, spec, bf16=False):
 
 @pytest.mark.parametrize("case,spec", [("C_stream_window", STREAM_WINDOW), ("D_stream_full", STREAM_FULL)])
 @pytest.mark.parametrize("variant", ["fp32attn", "bf16attn"])
-def test_streaming_cases_c_d(model, gold, inputs, case, spec, variant):
-    g = gold(f"cases_{case}")
+def test_streaming_cases_c_d(golden_dit, dit_gold, inputs, case, spec, variant):
+    g = dit_gold(f"cases_{case}")
     eps = [g[f"chunk{k}.eps_renoise"] for k in range(4)]
     tol = FP32 if variant == "fp32attn" else BF16
     finals = []
-    for k, state, got in stream_clip(model, inputs, g["noise"], eps, spec, bf16=variant == "bf16attn"):
+    for k, state, got in stream_clip(golden_dit, inputs, g["noise"], eps, spec, bf16=variant == "bf16attn"):
         prefix = f"{variant}.chunk{k}."
         for name in ("flow_step1", "x0_step1", "xt_step2", "flow_step2", "x0_step2", "flow_cachewrite"):
             torch.testing.assert_close(got[name], g[prefix + name], **tol, msg=lambda m, p=prefix, n=name: f"{p}{n}: {m}")

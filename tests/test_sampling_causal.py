@@ -4,42 +4,27 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW, get_preset
-from lipforcing_core.models.dit import LipForcingDiT
+from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW
 from lipforcing_core.pipeline import LipSyncPipeline, PrecomputedLatents, build_y
 from lipforcing_core.sampling.causal import ReplayNoise, SeededNoise, check_t_list
 
 FP32 = {"atol": 5e-5, "rtol": 1e-4}
 
 
-@pytest.fixture(scope="module")
-def gold(golden_root):
-    root = golden_root / "dit"
-    return lambda name: load_file(root / f"{name}.safetensors")
-
-
-@pytest.fixture(scope="module")
-def model(gold):
-    net = LipForcingDiT(get_preset("tiny")).eval()
-    net.load_state_dict(gold("weights"), strict=True)
-    return net
-
-
-def test_build_y_matches_golden(gold):
-    i = gold("inputs")
+def test_build_y_matches_golden(dit_gold):
+    i = dit_gold("inputs")
     y = build_y(i["cond.ref_latent"], i["cond.mask"], i["cond.masked_video"], i["cond.ref_sequence"])
     torch.testing.assert_close(y, i["cond.y"], atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("case,spec", [("C_stream_window", STREAM_WINDOW), ("D_stream_full", STREAM_FULL)])
-def test_pipeline_reproduces_streaming_golden(model, gold, case, spec):
-    i, g = gold("inputs"), gold(f"cases_{case}")
+def test_pipeline_reproduces_streaming_golden(golden_dit, dit_gold, case, spec):
+    i, g = dit_gold("inputs"), dit_gold(f"cases_{case}")
     assert g["t_list"].tolist() == [0.999, 0.769, 0.0]
     source = PrecomputedLatents(i["cond.masked_video"], i["cond.ref_sequence"], i["cond.ref_latent"])
     noise = ReplayNoise(g["noise"], [g[f"chunk{k}.eps_renoise"] for k in range(4)])
-    pipe = LipSyncPipeline(model, t_list=g["t_list"].tolist(), spec=spec)
+    pipe = LipSyncPipeline(golden_dit, t_list=g["t_list"].tolist(), spec=spec)
     records = []
     chunks = list(pipe.stream_latents(source, i["cond.audio_emb"], i["cond.mask"], 12, (8, 8),
                                       text=i["text.text_embeds"], noise=noise, records=records))
