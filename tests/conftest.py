@@ -64,3 +64,18 @@ def golden_dit(dit_gold):
     net = LipForcingDiT(get_preset("tiny")).eval()
     net.load_state_dict(dit_gold("weights"), strict=True)
     return net
+
+
+@pytest.fixture(scope="module")
+def random_tiny_dit():
+    """A seeded random tiny DiT whose norm and modulation weights are randomised too, so a skipped
+    affine or modulation term changes its outputs."""
+    from lipforcing_core.config import get_preset
+    from lipforcing_core.models.dit import LipForcingDiT
+
+    torch.manual_seed(0)
+    net = LipForcingDiT(get_preset("tiny")).eval()
+    for name, p in net.named_parameters():
+        if "modulation" in name or "norm" in name:
+            p.normal_(0, 0.3)
+    return net

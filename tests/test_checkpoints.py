@@ -21,13 +21,8 @@ pytestmark = pytest.mark.usefixtures("two_threads_no_grad")
 
 
 @pytest.fixture(scope="module")
-def reference():
-    torch.manual_seed(0)
-    net = LipForcingDiT(get_preset("tiny")).eval()
-    for name, p in net.named_parameters():
-        if "modulation" in name or "norm" in name:
-            p.normal_(0, 0.3)
-    return {k: v.clone() for k, v in net.state_dict().items()}
+def reference(random_tiny_dit):
+    return {k: v.clone() for k, v in random_tiny_dit.state_dict().items()}
 
 
 @pytest.fixture(scope="module")

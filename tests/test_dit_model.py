@@ -17,13 +17,8 @@ pytestmark = pytest.mark.usefixtures("two_threads_no_grad")
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    net = LipForcingDiT(get_preset("tiny")).eval()
-    for name, p in net.named_parameters():
-        if "modulation" in name or "norm" in name:
-            p.normal_(0, 0.3)
-    return net
+def model(random_tiny_dit):
+    return random_tiny_dit
 
 
 def clip(frames, seed=1):
