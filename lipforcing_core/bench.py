@@ -41,17 +41,14 @@ from .models.dit import LipForcingDiT
 from .pipeline import (
     SPACE_FACTOR,
     LipSyncPipeline,
-    SourceFrames,
     StageTimer,
-    build_y,
-    frames_to_uint8,
+    composite_mouth,
     generation_length,
-    latent_mask,
     pixel_mask,
+    teacher_clip,
 )
-from .sampling.causal import SeededNoise
 from .sampling.schedule import STUDENT_T_LIST
-from .sampling.teacher import sample_teacher, teacher_passes
+from .sampling.teacher import teacher_passes
 from .vae.taehv import TAEHV
 from .vae.wan_vae import WanVAE, WanVAEConfig
 
@@ -151,13 +148,6 @@ def bench_inputs(chunks: int, size: int, seed: int = 0) -> tuple[np.ndarray, tor
 # ------------------------------------------------------------------------------------------ runs
 
 
-def composite(generated: torch.Tensor, source: np.ndarray, keep: torch.Tensor) -> np.ndarray:
-    """Mouth-only blend with the source faces in aligned space, as uint8 ``[n, H, W, 3]``."""
-    gen = frames_to_uint8(generated)[0].astype(np.float32)
-    k = keep.numpy()[None, :, :, None]
-    return (gen * (1 - k) + source.astype(np.float32) * k).astype(np.uint8)
-
-
 def run_student(pipe: LipSyncPipeline, frames, audio, mask) -> dict:
     pipe.timer = timer = StageTimer()
     keep = pixel_mask(mask, frames.shape[1:3])
@@ -167,7 +157,7 @@ def run_student(pipe: LipSyncPipeline, frames, audio, mask) -> dict:
         if ttff is None:
             ttff = time.perf_counter() - began
         with timer.stage("composite"):
-            composite(chunk.frames, frames[chunk.frame_start:chunk.frame_start + chunk.frames.shape[2]], keep)
+            composite_mouth(chunk.frames, frames[chunk.frame_start:chunk.frame_start + chunk.frames.shape[2]], keep)
         n += chunk.frames.shape[2]
         now = time.perf_counter()
         chunk_s.append(now - last)
@@ -178,28 +168,15 @@ def run_student(pipe: LipSyncPipeline, frames, audio, mask) -> dict:
 
 
 def run_teacher(model, vae, decoder, frames, audio, mask, steps: int = TEACHER_STEPS) -> dict:
-    timer, dev, dtype = StageTimer(), model.patch_embedding.weight.device, model.patch_embedding.weight.dtype
+    timer = StageTimer()
     began = time.perf_counter()
-    n = len(frames)
-    latent_hw = (frames.shape[1] // SPACE_FACTOR, frames.shape[2] // SPACE_FACTOR)
-    keep = pixel_mask(mask, frames.shape[1:3])
-    with timer.stage("encode", dev), torch.no_grad():
-        video = SourceFrames(frames)[0:n].to(dev, next(vae.parameters()).dtype)
-        ref = vae.encode(video)
-        y = build_y(ref[:, :, :1], latent_mask(mask, latent_hw).to(dev), vae.encode(video * keep.to(video)), ref)
-    with timer.stage("denoise", dev):
-        noise = SeededNoise(0, dev).initial((1, 16, ref.shape[2], *latent_hw), dtype, dev)
-        text = torch.zeros(1, 1, 4096, device=dev, dtype=dtype)
-        x0 = sample_teacher(model, noise, y.to(dtype), text, audio[None].to(dev, dtype), steps=steps,
-                            cfg_scale=TEACHER_CFG, shift=TEACHER_SHIFT)
-    with timer.stage("decode", dev), torch.no_grad():
-        dec = decoder if decoder is not None else vae
-        out = dec.decode_chunk(x0.to(next(dec.parameters()).dtype), dec.new_decode_stream())
+    out = teacher_clip(model, vae, frames, audio, mask, decoder=decoder, steps=steps, cfg_scale=TEACHER_CFG,
+                       shift=TEACHER_SHIFT, timer=timer)
     with timer.stage("composite"):
-        composite(out, frames, keep)
+        composite_mouth(out, frames, pixel_mask(mask, frames.shape[1:3]))
     total = time.perf_counter() - began
-    return {"frames": n, "seconds": total, "fps": n / total, "ttff_s": total, "stages_s": dict(timer.seconds),
-            "passes": teacher_passes(steps, TEACHER_SHIFT, TEACHER_CFG)}
+    return {"frames": len(frames), "seconds": total, "fps": len(frames) / total, "ttff_s": total,
+            "stages_s": dict(timer.seconds), "passes": teacher_passes(steps, TEACHER_SHIFT, TEACHER_CFG)}
 
 
 # ------------------------------------------------------------------------------------------ memory

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 StateDict = dict[str, torch.Tensor]
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
+ConfigT = TypeVar("ConfigT")
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 
@@ -47,6 +48,39 @@ def read_state_dict(path: str | Path, device: str = "cpu") -> StateDict:
             return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a weight file"
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
+
+
+def read_metadata(path: str | Path) -> dict[str, object]:
+    """JSON-decoded safetensors metadata of ``path`` (``{}`` for other formats or files without any).
+
+    Files this project writes carry their architecture as ``config`` (and e.g. ``metrics``), so a
+    loader needs nothing but the file.
+    """
+    if Path(path).suffix.lower() not in SAFETENSORS_SUFFIXES:
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (OSError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    out = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # plain strings, e.g. {"format": "pt"} written by other tools
+    return out
+
+
+def stored_config(path: str | Path, config_cls: type[ConfigT]) -> ConfigT | None:
+    """The dataclass ``config_cls`` from the ``config`` entry of ``path``'s metadata (None if absent)."""
+    stored = read_metadata(path).get("config")
+    if not isinstance(stored, dict):
+        return None
+    try:
+        return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    except TypeError as err:
+        raise CheckpointError(f"{path}: its metadata config does not describe a {config_cls.__name__} ({err})") from err
 
 
 def materialize(build: Callable[[], ModuleT], state: StateDict, *, what: str,

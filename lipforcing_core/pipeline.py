@@ -41,6 +41,7 @@ from .config import STREAM_WINDOW, CausalSpec
 from .models.dit import LipForcingDiT
 from .sampling.causal import CausalSampler, NoiseSource, SeededNoise
 from .sampling.schedule import STUDENT_T_LIST
+from .sampling.teacher import sample_teacher
 
 FPS = 25
 TIME_FACTOR, SPACE_FACTOR = 4, 8  # Wan VAE compression
@@ -204,6 +205,14 @@ def frames_to_uint8(frames: Tensor) -> np.ndarray:
     return pixels.permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
+def composite_mouth(generated: Tensor, source: np.ndarray, keep: Tensor) -> np.ndarray:
+    """Mouth-only blend in aligned space: generated ``[1, 3, n, H, W]`` where ``keep`` is 0, the source
+    uint8 ``[n, H, W, 3]`` faces elsewhere; uint8 ``[n, H, W, 3]`` (the official composite)."""
+    gen = frames_to_uint8(generated)[0].astype(np.float32)
+    k = keep.numpy()[None, :, :, None]
+    return (gen * (1 - k) + source.astype(np.float32) * k).astype(np.uint8)
+
+
 # ------------------------------------------------------------------------------------------ timing
 
 
@@ -364,3 +373,32 @@ class LipSyncPipeline:
     def run(self, frames: Tensor | np.ndarray, audio_emb: Tensor, mask: Tensor | np.ndarray, **kwargs) -> Tensor:
         """Whole clip in, whole clip out: the frames of :meth:`stream` joined, ``[B, 3, N, H, W]`` in [-1, 1]."""
         return torch.cat([c.frames for c in self.stream(frames, audio_emb, mask, **kwargs)], dim=2)
+
+
+@torch.no_grad()
+def teacher_clip(model: LipForcingDiT, vae, frames: Tensor | np.ndarray, audio_emb: Tensor, mask: Tensor | np.ndarray,
+                 *, decoder=None, steps: int = 50, cfg_scale: float = 4.5, shift: float = 5.0, seed: int = 0,
+                 timer: StageTimer | None = None) -> Tensor:
+    """The bidirectional teacher on a whole clip: encode, ``steps`` CFG Euler steps, decode -> ``[1, 3, n, H, W]``.
+
+    ``frames`` (``n = 1 + 4k`` of them) and ``audio_emb [n, D]`` as for :meth:`LipSyncPipeline.stream`;
+    the negative is zero audio and zero text. Stage times go to ``timer``.
+    """
+    timer = timer or StageTimer()
+    dev, dtype = model.patch_embedding.weight.device, model.patch_embedding.weight.dtype
+    video = SourceFrames(frames)
+    n, hw = video.num_frames, video.size
+    latent_hw = (hw[0] // SPACE_FACTOR, hw[1] // SPACE_FACTOR)
+    keep = pixel_mask(mask, hw)
+    with timer.stage("encode", dev):
+        pixels = video[0:n].to(dev, next(vae.parameters()).dtype)
+        ref = vae.encode(pixels)
+        y = build_y(ref[:, :, :1], latent_mask(mask, latent_hw).to(dev), vae.encode(pixels * keep.to(pixels)), ref)
+    with timer.stage("denoise", dev):
+        noise = SeededNoise(seed, dev).initial((1, 16, ref.shape[2], *latent_hw), dtype, dev)
+        text = torch.zeros(1, 1, TEXT_DIM, device=dev, dtype=dtype)
+        x0 = sample_teacher(model, noise, y.to(dtype), text, torch.as_tensor(audio_emb)[None].to(dev, dtype),
+                            steps=steps, cfg_scale=cfg_scale, shift=shift)
+    with timer.stage("decode", dev):
+        dec = decoder if decoder is not None else vae
+        return dec.decode_chunk(x0.to(next(dec.parameters()).dtype), dec.new_decode_stream())

@@ -92,6 +92,9 @@ def encode_audio(
 ) -> Tensor:
     """wav2vec2 features for ``num_frames`` video frames at ``fps`` from any-rate, any-channel audio.
 
+    ``encoder`` is a wav2vec2 model, or any module with ``frame_features(mono_16k [B, N], num_frames,
+    fps) -> [B, num_frames, D]`` (the demo model's :class:`~lipforcing_core.demo.LogMelFeatures`).
+
     ``waveform`` is ``[T]``, ``[C, T]`` or ``[B, C, T]`` at ``sample_rate``; it is mixed to mono,
     resampled to 16 kHz with soxr HQ and normalised. ``num_frames`` defaults to
     floor(duration · fps). As the Lip Forcing inference helper does, the clip is encoded at
@@ -113,6 +116,9 @@ def encode_audio(
         num_frames = audio_frames
     elif not isinstance(num_frames, int) or num_frames < 1:
         raise ValueError(f"num_frames: expected a positive int (video frame count), got {num_frames!r}")
-    seq_len = max(math.ceil(mono.shape[-1] * fps / SAMPLE_RATE - 1e-9), num_frames)
-    features = features_at(encoder, normalize(mono), seq_len, fps, chunk)[:, :num_frames]
+    if hasattr(encoder, "frame_features"):  # a download-free front end such as the demo's log-mel
+        features = encoder.frame_features(mono, num_frames, fps)
+    else:
+        seq_len = max(math.ceil(mono.shape[-1] * fps / SAMPLE_RATE - 1e-9), num_frames)
+        features = features_at(encoder, normalize(mono), seq_len, fps, chunk)[:, :num_frames]
     return features if waveform.ndim == 3 else features[0]

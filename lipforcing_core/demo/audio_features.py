@@ -101,6 +101,14 @@ class LogMelFeatures(nn.Module):
         return feats.transpose(1, 2).reshape(x.shape[0], v, cfg.dim)
 
 
+    def frame_features(self, mono: Tensor, num_frames: int, fps: float) -> Tensor:
+        """:func:`~lipforcing_core.audio.encode_audio`'s hook: 16 kHz mono ``[B, N]`` -> ``[B, num_frames, dim]``."""
+        cfg = self.config
+        if fps != cfg.fps or cfg.sample_rate != 16000:
+            raise ValueError(f"fps: the demo audio features are made for {cfg.fps} fps video at 16 kHz, got {fps} fps")
+        return self(mono, num_frames)
+
+
 def _fit(x: Tensor, length: int) -> Tensor:
     """Cut or zero-pad the last dimension to ``length``."""
     return x[..., :length] if x.shape[-1] >= length else F.pad(x, (0, length - x.shape[-1]))

@@ -40,12 +40,10 @@ from ..training.rollout import self_rollout
 from .audio_features import LogMelFeatures
 from .dataset import clip_seeds
 from .synthetic import make_clip, num_frames
+from .recipe import STUDENT_FILE, TEACHER_FILE, WEIGHTS_DIR
 from .vae_train import psnr
 
 PRESET = "demo"
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-TEACHER_FILE = WEIGHTS_DIR / "demo_teacher.safetensors"
-STUDENT_FILE = WEIGHTS_DIR / "demo_student.safetensors"
 STAGES = ("prepare", "teacher", "df", "dmd")
 TEXT_DIM = 4096
 Log = Callable[[str], None]
@@ -331,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
         report = train_stage(stage, cfg, dataset, args.run_dir, vae=vae, syncnet=syncnet)
         card = {"steps": report["steps"], "final": report["history"][-1], "seconds": report["seconds"]}
         if stage == "teacher":
-            ship(report["export"], args.weights_dir / TEACHER_FILE.name, train=card)
+            ship(report["export"], args.weights_dir / TEACHER_FILE.relative_to(WEIGHTS_DIR), train=card)
         elif stage == "dmd":
-            ship(report["export"], args.weights_dir / STUDENT_FILE.name, train=card)
+            ship(report["export"], args.weights_dir / STUDENT_FILE.relative_to(WEIGHTS_DIR), train=card)
     return 0

@@ -20,17 +20,19 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..checkpoints import CheckpointError, read_state_dict
-from ..vae.wan_vae import WanVAE, WanVAEConfig
+from ..checkpoints import CheckpointError, materialize, read_state_dict, stored_config
+from ..checkpoints import read_metadata as checkpoint_metadata
+from ..vae.wan_vae import WanVAE, WanVAEConfig, load_wan_vae
 from .sync_model import SmallSyncNet, SmallSyncNetConfig
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-VAE_FILE = WEIGHTS_DIR / "demo_vae.safetensors"
-SYNCNET_FILE = WEIGHTS_DIR / "demo_syncnet.safetensors"
+WEIGHTS_DIR = Path(__file__).parent / "weights"  # one subfolder per ComfyUI model folder
+VAE_FILE = WEIGHTS_DIR / "vae" / "demo_vae.safetensors"
+SYNCNET_FILE = WEIGHTS_DIR / "syncnet" / "demo_syncnet.safetensors"
+TEACHER_FILE = WEIGHTS_DIR / "diffusion_models" / "demo_teacher.safetensors"
+STUDENT_FILE = WEIGHTS_DIR / "diffusion_models" / "demo_student.safetensors"
 DEMO_SIZE = 64  # side of the demo's aligned face frames
 DEMO_VAE = WanVAEConfig(dim=12, num_res_blocks=1)  # latent stats filled in after training
 
@@ -46,43 +48,26 @@ def save_weights(model: nn.Module, path: str | Path, **metadata: object) -> None
 
 def read_metadata(path: str | Path) -> dict[str, object]:
     """The JSON metadata entries of a demo weight file (``config``, ``metrics``, ...)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-    except (OSError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
-    if "config" not in raw:
+    meta = checkpoint_metadata(path)
+    if "config" not in meta:
         raise CheckpointError(f"{path}: no 'config' in the safetensors metadata; not a demo weight file "
                               "written by lipforcing_core.demo.recipe.save_weights")
-    return {k: json.loads(v) for k, v in raw.items()}
-
-
-def _load(model_cls: type[nn.Module], config: object, path: Path) -> nn.Module:
-    with torch.device("meta"):
-        model = model_cls(config)
-    state = read_state_dict(path)
-    try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-                              strict=True, assign=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path} does not match {model_cls.__name__}({config}): {err}") from err
-    return model.eval().requires_grad_(False)
-
-
-def _tuples(d: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return meta
 
 
 def load_demo_vae(path: str | Path = VAE_FILE) -> WanVAE:
     """The demo-domain Wan VAE (float32, eval, no grad) with its own latent normalisation."""
-    config = WanVAEConfig(**_tuples(read_metadata(path)["config"]))
-    return _load(WanVAE, config, Path(path))
+    read_metadata(path)  # refuses files that are not demo weights
+    return load_wan_vae(path)
 
 
 def load_demo_syncnet(path: str | Path = SYNCNET_FILE) -> SmallSyncNet:
     """The demo-domain SyncNet (float32, eval, no grad); score it with ``lipforcing_core.syncnet``."""
-    config = SmallSyncNetConfig(**_tuples(read_metadata(path)["config"]))
-    return _load(SmallSyncNet, config, Path(path))
+    config = stored_config(path, SmallSyncNetConfig)
+    if config is None:
+        read_metadata(path)  # raises the "not a demo weight file" error
+    return materialize(lambda: SmallSyncNet(config), read_state_dict(path), what=f"SmallSyncNet({config})",
+                       dtype=torch.float32)
 
 
 # ------------------------------------------------------------------------------------------ CLI

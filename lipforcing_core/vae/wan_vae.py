@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from lipforcing_core.checkpoints import CheckpointError, materialize, read_state_dict
+from lipforcing_core.checkpoints import CheckpointError, materialize, read_state_dict, stored_config
 
 # Per-channel statistics of the posterior mean (official WanVAE wrapper `scale`).
 LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -451,17 +451,23 @@ def _unwrap(state: dict) -> dict[str, Tensor]:
         f"(optionally under 'model.'), found {len(state)} keys such as {sample}.{hint}")
 
 
-def wan_vae_from_state_dict(state: dict, dtype: torch.dtype = torch.float32, device="cpu") -> WanVAE:
-    """Build a :class:`WanVAE` on the meta device and assign the checkpoint tensors (one copy in RAM)."""
+def wan_vae_from_state_dict(state: dict, dtype: torch.dtype = torch.float32, device="cpu",
+                            config: WanVAEConfig | None = None) -> WanVAE:
+    """Build a :class:`WanVAE` on the meta device and assign the checkpoint tensors (one copy in RAM).
+
+    ``config`` defaults to the official graph with the width and latent size read from the tensors.
+    """
     state = _unwrap(state)
-    config = WanVAEConfig(dim=state["encoder.conv1.weight"].shape[0], z_dim=state["conv2.weight"].shape[0])
+    if config is None:
+        config = WanVAEConfig(dim=state["encoder.conv1.weight"].shape[0], z_dim=state["conv2.weight"].shape[0])
     return materialize(lambda: WanVAE(config), state, what=f"the Wan2.1 VAE architecture ({config})",
                        dtype=dtype, device=device)
 
 
 def load_wan_vae(path: str | Path, dtype: torch.dtype = torch.float32, device="cpu") -> WanVAE:
-    """Load ``Wan2.1_VAE.pth`` / ``wan_2.1_vae.safetensors`` (width inferred, so tiny checkpoints load too)."""
+    """Load ``Wan2.1_VAE.pth`` / ``wan_2.1_vae.safetensors`` (width inferred, so tiny checkpoints load too),
+    or a file whose safetensors metadata holds its ``config`` (the bundled demo VAE)."""
     try:
-        return wan_vae_from_state_dict(read_state_dict(path), dtype, device)
+        return wan_vae_from_state_dict(read_state_dict(path), dtype, device, stored_config(path, WanVAEConfig))
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from err
