@@ -14,11 +14,10 @@ import importlib
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lipforcing_core.inspect", "describe a DiT checkpoint file or preset (kind, preset, params, keys)"),
     "bench": ("lipforcing_core.bench", "time the streaming student against the 50-step CFG teacher (JSON: fps, TTFF, memory, FLOPs)"),
+    "demo": ("lipforcing_core.demo.command", "dub a rendered face to new speech with the bundled demo model (no download)"),
     "sync": ("lipforcing_core.sync", "lip-sync a video to an audio track with the streaming student (writes an mp4)"),
-    "train": ("lipforcing_core.training.command", "train the teacher, the stage-1 DF student or the stage-2 DMD student"),
+    "train": ("lipforcing_core.training.command", "train the teacher, the stage-1 DF or stage-2 DMD student, or (train demo) every bundled demo model"),
     "analyze": ("lipforcing_core.training.analysis", "teacher ODE analysis: CFG vs no-CFG x0 per step (table + plot)"),
-    "train-demo": ("lipforcing_core.demo.recipe", "retrain the demo VAE or SyncNet from scratch on CPU (--stage vae|syncnet)"),
-    "train-demo-dit": ("lipforcing_core.demo.dit_recipe", "demo DiT: prepare clips, teacher, stage-1/2 student, eval"),
 }
 
 
@@ -33,5 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(importlib.import_module(args._module).run(args) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .checkpoints import CheckpointError
+
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (CheckpointError, FileNotFoundError, FileExistsError) as err:  # user-facing: no traceback
+        parser.exit(2, f"error: {err}\n")

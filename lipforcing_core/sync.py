@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -31,6 +33,7 @@ from .vae import load_taehv, load_wan_vae
 from .video import convert_fps, read_video, write_video
 
 MASK_GRID = 256  # the LatentSync mask's own resolution: the official latent mask is resized from it
+DEMO_SIZE = 64  # the demo model's face size
 
 
 def load_text(path: str | Path | None) -> torch.Tensor | None:
@@ -49,11 +52,23 @@ def mono_or_stereo(audio: np.ndarray) -> np.ndarray:
     return audio if audio.shape[0] <= 2 else audio.mean(0, keepdims=True)
 
 
-def sync_video(pipe: LipSyncPipeline, encoder, video_path: str | Path, out_path: str | Path, *,
-               audio_path: str | Path | None = None, mask_path: str | Path | None = None, aligner=None,
-               text: torch.Tensor | None = None, seed: int = 42, face_size: int = 512,
-               overwrite: bool = False) -> dict:
-    """Lip-sync ``video_path`` to ``audio_path`` (default: the video's own audio); returns an info dict."""
+@dataclass
+class SyncInputs:
+    """A video's frames at 25 fps cut or ping-pong extended to the driving audio's length, and that audio."""
+
+    frames: np.ndarray  # [n, H, W, 3] uint8
+    features: torch.Tensor  # [V, D] per-frame audio features (V >= n)
+    waveform: np.ndarray  # [C, N] float
+    sample_rate: int
+    info: dict
+
+    def audio_for_output(self) -> np.ndarray:
+        """The driving audio trimmed to the output's duration, at most stereo."""
+        return mono_or_stereo(self.waveform)[:, : math.floor(len(self.frames) / FPS * self.sample_rate)]
+
+
+def read_inputs(video_path: str | Path, audio_path: str | Path | None, encoder, chunk_size: int = 3) -> SyncInputs:
+    """Read ``video_path`` (and ``audio_path``, default: the video's own audio) and apply the length rule."""
     probe = read_video(video_path, max_frames=1, require_audio=audio_path is None)
     if audio_path is None:
         wave, rate = probe.audio, probe.sample_rate
@@ -61,36 +76,73 @@ def sync_video(pipe: LipSyncPipeline, encoder, video_path: str | Path, out_path:
         loaded, rate = load_audio(audio_path)
         wave = loaded.numpy()
     feats = encode_audio(encoder, torch.from_numpy(wave), rate)
-    _, n = generation_length(len(feats), pipe.sampler.chunk_size)
+    _, n = generation_length(len(feats), chunk_size)
     source = read_video(video_path, max_frames=math.ceil(n * probe.fps / FPS) + 1)  # only what the audio needs
     video, _ = convert_fps(source, FPS)
     adjust = "ping-pong extended" if len(video.frames) < n else "none"
     if len(video.frames) < n:
         warnings.warn(f"{video_path}: {len(video.frames)} frames at {FPS} fps for {n} frames of audio; "
-                      "the video is ping-pong extended", stacklevel=2)
-    frames = video.frames[pingpong_indices(min(len(video.frames), n), n)]
+                      "the video is ping-pong extended", stacklevel=3)
+    frames = video.frames[pingpong_indices(len(video.frames), n)]
+    info = {"video_frames_25fps": len(video.frames), "frames": n, "fps": FPS, "video_adjust": adjust}
+    return SyncInputs(frames, feats, wave, rate, info)
+
+
+def sync_video(pipe: LipSyncPipeline, encoder, video_path: str | Path, out_path: str | Path, *,
+               audio_path: str | Path | None = None, mask_path: str | Path | None = None, aligner=None,
+               text: torch.Tensor | None = None, seed: int = 42, face_size: int = 512,
+               overwrite: bool = False) -> dict:
+    """Lip-sync ``video_path`` to ``audio_path`` (default: the video's own audio); returns an info dict."""
+    inputs = read_inputs(video_path, audio_path, encoder, pipe.sampler.chunk_size)
+    frames, info = inputs.frames, inputs.info
     crops, transforms, has_face = (aligner or FaceAligner(size=face_size)).align(frames, str(video_path))
     paste_mask = load_mouth_mask(mask_path, crops.shape[1])
-    info = {"video_frames_25fps": len(video.frames), "faces_found": int(has_face.sum())}
+    info["faces_found"] = int(has_face.sum())
 
     def composited():
-        for chunk in pipe.stream(crops, feats, load_mouth_mask(mask_path, MASK_GRID), text=text, seed=seed, info=info):
+        for chunk in pipe.stream(crops, inputs.features, load_mouth_mask(mask_path, MASK_GRID), text=text,
+                                 seed=seed, info=info):
             s = slice(chunk.frame_start, chunk.frame_start + chunk.frames.shape[2])
             yield from paste_back(frames[s], frames_to_uint8(chunk.frames)[0], transforms[s], paste_mask,
                                   original_crops=crops[s], has_face=has_face[s])
 
-    samples = math.floor(n / FPS * rate)
-    out = write_video(out_path, composited(), FPS, mono_or_stereo(wave)[:, :samples], rate, overwrite=overwrite)
-    return info | {"output": str(out), "frames": n, "fps": FPS, "video_adjust": adjust}
+    out = write_video(out_path, composited(), FPS, inputs.audio_for_output(), inputs.sample_rate, overwrite=overwrite)
+    return info | {"output": str(out)}
+
+
+def sync_demo_video(video_path: str | Path, out_path: str | Path, *, audio_path: str | Path | None = None,
+                    student: str | Path | None = None, seed: int = 42, overwrite: bool = False) -> dict:
+    """Lip-sync with the bundled demo model, which takes the whole frame as the face (its domain: the
+    64x64 cartoon faces of ``python -m lipforcing_core demo``); the mouth is pasted back at full size."""
+    from .demo.dub import dub
+    from .demo.evaluate import keep_mask, load_demo_models
+
+    models = load_demo_models(student=student)
+    inputs = read_inputs(video_path, audio_path, models.features)
+    size = DEMO_SIZE
+    small = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in inputs.frames])
+    keep = keep_mask(size)
+    result = dub(models.pipeline(), small, inputs.features, keep, seed=seed)
+    h, w = inputs.frames.shape[1:3]
+    alpha = cv2.resize(keep.numpy(), (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
+
+    def pasted():
+        for frame, face in zip(inputs.frames, result.frames, strict=True):
+            big = cv2.resize(face, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+            yield (frame * alpha + big * (1 - alpha)).round().astype(np.uint8)
+
+    out = write_video(out_path, pasted(), FPS, inputs.audio_for_output(), inputs.sample_rate, overwrite=overwrite)
+    return inputs.info | {"output": str(out), "model": "demo", "fps_generation": result.fps}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="source video with a visible face")
     parser.add_argument("--audio", help="driving audio (default: the video's own audio)")
     parser.add_argument("-o", "--output", required=True, help="output .mp4")
-    parser.add_argument("--dit", required=True, help="Lip Forcing student checkpoint (.pth/.safetensors)")
-    parser.add_argument("--vae", required=True, help="Wan2.1 VAE (Wan2.1_VAE.pth / wan_2.1_vae.safetensors)")
-    parser.add_argument("--wav2vec", required=True, help="wav2vec2-base-960h folder or weight file")
+    parser.add_argument("--dit", help="Lip Forcing student checkpoint (.pth/.safetensors); without it the bundled "
+                                      "demo model runs (no download; it knows only the demo's cartoon faces)")
+    parser.add_argument("--vae", help="Wan2.1 VAE (Wan2.1_VAE.pth / wan_2.1_vae.safetensors), with --dit")
+    parser.add_argument("--wav2vec", help="wav2vec2-base-960h folder or weight file, with --dit")
     parser.add_argument("--taew", help="TAEHV taew2_1.pth: fast streaming decoder (default: decode with the VAE)")
     parser.add_argument("--mask", help="LatentSync mask.png (default: the built-in mask)")
     parser.add_argument("--text", help="text embedding file, one [1, N, 4096] tensor (default: zero text)")
@@ -105,6 +157,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dit is None:
+        if args.vae or args.wav2vec or args.taew:
+            raise SystemExit("--vae/--wav2vec/--taew go with --dit (a released checkpoint); without --dit the "
+                             "bundled demo model runs")
+        info = sync_demo_video(args.video, args.output, audio_path=args.audio, seed=args.seed, overwrite=args.overwrite)
+        print(f"wrote {info['output']}: {info['frames']} frames at {FPS} fps with the demo model "
+              f"(video {info['video_adjust']}, generation {info['fps_generation']:.1f} fps)")
+        return 0
+    if not (args.vae and args.wav2vec):
+        raise SystemExit("--dit needs --vae (the Wan2.1 VAE) and --wav2vec (wav2vec2-base-960h)")
     device = torch.device(args.device)
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     dtype = dtypes[args.dtype] if args.dtype else (torch.float32 if device.type == "cpu" else torch.bfloat16)

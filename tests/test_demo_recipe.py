@@ -10,6 +10,7 @@ import torch
 
 from lipforcing_core.cli import build_parser
 from lipforcing_core.demo.dataset import HELDOUT_BASE, ClipBank, clip_seeds
+from lipforcing_core.face.mask import load_mouth_mask
 from lipforcing_core.demo.recipe import (
     DEMO_VAE,
     load_demo_syncnet,
@@ -115,8 +116,8 @@ def test_loaders_reject_foreign_files(tmp_path):
 
 
 def test_cli_has_train_demo():
-    args = build_parser().parse_args(["train-demo", "--stage", "syncnet", "--steps", "3"])
-    assert args.stage == "syncnet" and args.steps == 3
+    args = build_parser().parse_args(["train", "demo", "--only", "vae", "--only", "eval", "--quick"])
+    assert args.stage == "demo" and args.only == ["vae", "eval"] and args.quick
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +156,23 @@ def test_shipped_syncnet_finds_the_offset_of_a_heldout_clip(heldout_clip):
     frames, audio = heldout_clip.frames[0], heldout_clip.audio[0]
     assert abs(evaluate_sync(net, frames, audio).offset) <= 1
     assert abs(evaluate_sync(net, frames, shift_audio(audio, 4)).offset - 4) <= 1
+
+
+def test_mouth_weight_reweighs_the_reconstruction_loss():
+    from lipforcing_core.demo.vae_train import loss_weight, vae_loss
+
+    weight = loss_weight(64, 10.0)
+    mouth = torch.from_numpy(load_mouth_mask(size=64) < 0.5)
+    assert set(weight[mouth].unique().tolist()) == {10.0} and set(weight[~mouth].unique().tolist()) == {1.0}
+    vae = WanVAE(dataclasses.replace(DEMO_VAE, dim=4)).eval()
+    video = torch.rand(1, 3, 5, 64, 64) * 2 - 1
+    torch.manual_seed(0)
+    plain, _ = vae_loss(vae, video, 0.0)
+    torch.manual_seed(0)
+    uniform, _ = vae_loss(vae, video, 0.0, torch.ones(64, 64) * 3)  # any constant weight is the plain loss
+    torch.manual_seed(0)
+    weighted, recon = vae_loss(vae, video, 0.0, weight)
+    assert torch.allclose(plain, uniform)
+    err = (recon - video).abs() + (recon - video).square()
+    expect = (err * weight / weight.mean()).mean()
+    assert torch.allclose(weighted, expect) and not torch.allclose(weighted, plain)

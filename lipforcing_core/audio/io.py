@@ -9,6 +9,9 @@ up to 0.5 in the features, so soxr is used here.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+import wave
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -77,6 +80,29 @@ def load_audio(path: str | Path, stream: int = 0) -> tuple[Tensor, int]:
     if not chunks:
         raise ValueError(f"{path}: the audio stream holds no samples")
     return torch.from_numpy(np.concatenate(chunks, axis=1)), rate
+
+
+def write_wav(path: str | Path, waveform: Tensor | np.ndarray, sample_rate: int, *, overwrite: bool = False) -> Path:
+    """Write float mono ``[N]`` / ``[C, N]`` audio in [-1, 1] as 16-bit PCM WAV, atomically (never over an
+    existing file unless ``overwrite``)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"output {path} exists; choose another name (inputs are never overwritten)")
+    audio = np.atleast_2d(np.asarray(waveform, np.float32))
+    pcm = (np.clip(audio, -1, 1) * 32767).round().astype("<i2").T.tobytes()
+    fd, tmp = tempfile.mkstemp(suffix=".wav", prefix=f".{path.stem}.", dir=path.parent)
+    os.close(fd)
+    try:
+        with wave.open(tmp, "wb") as f:
+            f.setnchannels(audio.shape[0])
+            f.setsampwidth(2)
+            f.setframerate(sample_rate)
+            f.writeframes(pcm)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:

@@ -1,10 +1,8 @@
 """The demo DiT recipe: prepared dubbing clips, then teacher -> stage 1 (DF) -> stage 2 (DMD) with our trainers.
 
-``python -m lipforcing_core train-demo-dit --stage prepare|teacher|df|dmd|all`` runs on CPU from the demo
-VAE and SyncNet (``train-demo --stage vae|syncnet``) and writes ``demo_teacher.safetensors`` and
-``demo_student.safetensors`` (official flat DiT layout, float16, preset ``demo``) into
-``lipforcing_core/demo/weights/``; intermediate runs, exports and per-stage throughput go to ``--run-dir``.
-``--stage eval`` dubs held-out clips with a student and reports mouth PSNR with and without the audio.
+Run by ``python -m lipforcing_core train demo`` (stages ``prepare``, ``teacher``, ``df``, ``dmd``) from the
+demo VAE and SyncNet; writes ``demo_teacher.safetensors`` and ``demo_student.safetensors`` (official flat
+DiT layout, float16, preset ``demo``); intermediate runs, exports and per-stage throughput go to the run dir.
 
 Training clips are *dubbing* pairs, the situation the model meets at inference: one identity with its
 head motion says a source utterance (the unmasked ``ref_sequence`` and the mouth-masked video) and a
@@ -17,7 +15,6 @@ The text condition is a single zero row (the demo has no prompts; CFG's negative
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -30,18 +27,14 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from ..checkpoints import load_dit, read_state_dict
-from ..config import STREAM_WINDOW, get_preset
+from ..checkpoints import read_state_dict
+from ..config import get_preset
 from ..face.mask import load_mouth_mask
-from ..sampling.schedule import STUDENT_T_LIST
 from ..training.config import DFConfig, DMDConfig, TeacherConfig, TrainConfig
-from ..training.data import Clip, ClipFolder, InMemoryClips, conditioning, save_clip
-from ..training.rollout import self_rollout
+from ..training.data import Clip, save_clip
 from .audio_features import LogMelFeatures
 from .dataset import clip_seeds
 from .synthetic import make_clip, num_frames
-from .recipe import STUDENT_FILE, TEACHER_FILE, WEIGHTS_DIR
-from .vae_train import psnr
 
 PRESET = "demo"
 STAGES = ("prepare", "teacher", "df", "dmd")
@@ -224,112 +217,3 @@ def train_stage(stage: str, cfg: TrainConfig, dataset, run_dir: str | Path, *, v
     (Path(run_dir) / f"{stage}_report.json").write_text(json.dumps(report))
     log(f"{stage}: {len(history)} steps in {seconds:.0f} s ({report['steps_per_s']:.3f} steps/s) -> {path}")
     return report
-
-
-# ------------------------------------------------------------------------------------------ evaluation
-
-
-@torch.no_grad()
-def sample_student(student: nn.Module, batch: Clip, audio: Tensor | None, seed: int) -> Tensor:
-    """The inference sampler on a batch: two steps per chunk, released window, seeded noise -> latents."""
-    steps = len(STUDENT_T_LIST) - 1
-    noise = torch.randn(steps, *batch["latents"].shape, generator=torch.Generator().manual_seed(seed))
-    return self_rollout(student, noise.to(batch["latents"]), conditioning(batch), batch["text"], audio,
-                        t_list=STUDENT_T_LIST, exit_step=steps - 1, spec=STREAM_WINDOW)
-
-
-@torch.no_grad()
-def evaluate_student(student: nn.Module, vae, cfg: PrepareConfig, seed: int = 0) -> dict[str, float]:
-    """Dubbing on ``cfg``'s clips (use ``split="heldout"``), means over clips of PSNR in dB of decoded frames:
-
-    ``psnr_mouth_db`` / ``psnr_mouth_silent_db``: the student's mouth region (the mask's generate area)
-    against the ground-truth rendering, with the target audio / zero audio (the lip-sync gain is the
-    difference); ``psnr_mouth_vae_db``: the VAE's own reconstruction there (the ceiling);
-    ``psnr_mouth_source_db``: the un-dubbed source there (what copying the reference scores);
-    ``psnr_outside_db``: the student's frames outside the mouth against the source (no compositing).
-    """
-    features, rows = LogMelFeatures(), []
-    mouth = 1 - pixel_keep_mask(cfg.size)
-    for i, seeds in enumerate(dubbing_seeds(cfg)):
-        target, source, waveform = render_pair(seeds, cfg)
-        batch = {k: v[None] for k, v in encode_pair(vae, features, target, source, waveform).items()}
-        gen = sample_student(student, batch, batch["audio"], seed + i)
-        silent = sample_student(student, batch, torch.zeros_like(batch["audio"]), seed + i)
-        dubbed, muted, recon = vae.decode(torch.cat([gen, silent, batch["latents"]])).split(1)
-        rows.append({"psnr_mouth_db": psnr(dubbed, target, mouth),
-                     "psnr_mouth_silent_db": psnr(muted, target, mouth),
-                     "psnr_mouth_vae_db": psnr(recon, target, mouth),
-                     "psnr_mouth_source_db": psnr(source, target, mouth),
-                     "psnr_outside_db": psnr(dubbed, source, 1 - mouth)})
-    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} | {"clips": len(rows)}
-
-
-# ------------------------------------------------------------------------------------------ CLI
-
-
-def _parse_steps(items: list[str]) -> dict[str, int]:
-    """``--steps N`` (every trained stage) and/or ``--steps stage=N`` -> {stage: N}."""
-    out: dict[str, int] = {}
-    for item in items:
-        stage, sep, value = item.rpartition("=")
-        if sep and stage not in STAGES[1:]:
-            raise SystemExit(f"--steps {item!r}: stage must be one of {', '.join(STAGES[1:])}")
-        for name in [stage] if sep else STAGES[1:]:
-            out[name] = int(value)
-    return out
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stage", choices=(*STAGES, "all", "eval"), required=True,
-                        help="prepare the clips, train one stage (from the previous stages' exports), all of them, "
-                             "or eval: dub held-out clips with --student and write run-dir/eval.json")
-    parser.add_argument("--steps", action="append", default=[], metavar="[STAGE=]N",
-                        help="training steps of every stage, or of one stage (teacher=3000); repeatable")
-    parser.add_argument("--clips", type=int, default=PrepareConfig.clips, help="training clips to prepare")
-    parser.add_argument("--latent-frames", type=int, default=PrepareConfig.latent_frames)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the clip seeds (the trainers use their own)")
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/demo_dit"),
-                        help="clips, checkpoints, float32 exports and per-stage reports")
-    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
-                        help="where the float16 teacher and student are written")
-    parser.add_argument("--vae", help="demo VAE weights (default: the shipped demo_vae.safetensors)")
-    parser.add_argument("--syncnet", help="demo SyncNet weights for the stage-2 reward (default: the shipped one)")
-    parser.add_argument("--no-reward", action="store_true", help="stage 2 without the SyncNet reward")
-    parser.add_argument("--student", type=Path, default=STUDENT_FILE, help="student weights to evaluate")
-    parser.add_argument("--eval-clips", type=int, default=16, help="held-out clips to dub in --stage eval")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-
-
-def run(args: argparse.Namespace) -> int:
-    from .recipe import SYNCNET_FILE, VAE_FILE, load_demo_syncnet, load_demo_vae
-
-    torch.set_num_threads(args.threads)
-    if args.stage == "eval":
-        cfg = PrepareConfig(clips=args.eval_clips, latent_frames=args.latent_frames, split="heldout", seed=args.seed)
-        student = load_dit(args.student, dtype=torch.float32)
-        metrics = evaluate_student(student, load_demo_vae(args.vae or VAE_FILE), cfg)
-        args.run_dir.mkdir(parents=True, exist_ok=True)
-        (args.run_dir / "eval.json").write_text(json.dumps(metrics, indent=1))
-        print(json.dumps(metrics, indent=1))
-        return 0
-    steps = _parse_steps(args.steps)
-    stages = STAGES if args.stage == "all" else (args.stage,)
-    data = args.run_dir / "data"
-    if "prepare" in stages:
-        prepare(load_demo_vae(args.vae or VAE_FILE), data,
-                PrepareConfig(clips=args.clips, latent_frames=args.latent_frames, seed=args.seed))
-    configs = stage_configs(str(data), args.run_dir)
-    trained = [s for s in stages if s != "prepare"]
-    dataset = InMemoryClips(list(ClipFolder(data))) if trained else None
-    for stage in trained:
-        cfg = dataclasses.replace(configs[stage], **({"steps": steps[stage]} if stage in steps else {}))
-        vae = syncnet = None
-        if stage == "dmd" and not args.no_reward:
-            vae, syncnet = load_demo_vae(args.vae or VAE_FILE), load_demo_syncnet(args.syncnet or SYNCNET_FILE)
-        report = train_stage(stage, cfg, dataset, args.run_dir, vae=vae, syncnet=syncnet)
-        card = {"steps": report["steps"], "final": report["history"][-1], "seconds": report["seconds"]}
-        if stage == "teacher":
-            ship(report["export"], args.weights_dir / TEACHER_FILE.relative_to(WEIGHTS_DIR), train=card)
-        elif stage == "dmd":
-            ship(report["export"], args.weights_dir / STUDENT_FILE.relative_to(WEIGHTS_DIR), train=card)
-    return 0

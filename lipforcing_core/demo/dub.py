@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..pipeline import LipSyncPipeline, composite_mouth, pixel_mask
+from ..pipeline import LipSyncPipeline, composite_mouth, generation_length, pingpong_indices, pixel_mask
 from .dataset import clip_seeds
 from .synthetic import make_clip
 
@@ -37,6 +37,15 @@ class DubbingPair:
     @property
     def sample_rate(self) -> int:
         return SAMPLE_RATE
+
+    def window(self, start: int, frames: int) -> DubbingPair:
+        """Frames ``start .. start + frames`` and their audio samples."""
+        spf = SAMPLE_RATE // 25
+        if start < 0 or start + frames > len(self.source):
+            raise ValueError(f"window {start}..{start + frames} is outside the pair's {len(self.source)} frames")
+        a = slice(start * spf, (start + frames) * spf)
+        return DubbingPair(self.source[start:start + frames], self.target[start:start + frames],
+                           self.source_audio[a], self.target_audio[a], self.seeds)
 
 
 def dubbing_pair(identity_seed: int, source_seed: int, target_seed: int, duration_s: float = 3.0,
@@ -87,7 +96,9 @@ def dub(pipe: LipSyncPipeline, source: Tensor | np.ndarray, features: Tensor, ke
     ``keep`` is the mouth keep-mask (1 = keep) at frame size; ``on_chunk(done, total)`` is called
     after every chunk (progress bars).
     """
+    n = generation_length(len(features), pipe.sampler.chunk_size)[1]
     frames = to_uint8(source)
+    frames = frames[pingpong_indices(len(frames), n)]
     keep_px = pixel_mask(keep, frames.shape[1:3])
     info: dict = {}
     out, chunk_s = [], []

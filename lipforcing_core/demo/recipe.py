@@ -1,7 +1,8 @@
-"""The demo model's recipe: architectures, shipped weight files, loaders, and the training command.
+"""The demo models' files: architectures, shipped weight files, loaders, and the VAE / SyncNet training steps.
 
-``python -m lipforcing_core train-demo --stage vae|syncnet`` retrains one piece from scratch on CPU
-and writes it (by default over the shipped file in ``lipforcing_core/demo/weights/``). Weight files
+``python -m lipforcing_core train demo`` (:mod:`lipforcing_core.demo.train`) retrains every piece from
+scratch on CPU and writes it (by default over the shipped files in ``lipforcing_core/demo/weights/``,
+one subfolder per ComfyUI model folder). Weight files
 are safetensors; the architecture config and the measured metrics travel in the file's metadata,
 so a loader needs nothing but the file.
 
@@ -13,7 +14,6 @@ training) and live in its config, so ``encode``/``decode`` normalise like the re
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -27,6 +27,8 @@ from ..checkpoints import CheckpointError, materialize, read_state_dict, stored_
 from ..checkpoints import read_metadata as checkpoint_metadata
 from ..vae.wan_vae import WanVAE, WanVAEConfig, load_wan_vae
 from .sync_model import SmallSyncNet, SmallSyncNetConfig
+from .syncnet_train import SyncTrainConfig
+from .vae_train import VAETrainConfig
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"  # one subfolder per ComfyUI model folder
 VAE_FILE = WEIGHTS_DIR / "vae" / "demo_vae.safetensors"
@@ -70,66 +72,39 @@ def load_demo_syncnet(path: str | Path = SYNCNET_FILE) -> SmallSyncNet:
                        dtype=torch.float32)
 
 
-# ------------------------------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------------------------------ training
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stage", choices=("vae", "syncnet"), required=True, help="which demo model to train")
-    parser.add_argument("--out", type=Path, default=None, help="weight file to write (default: the shipped one)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe's)")
-    parser.add_argument("--clips", type=int, default=None, help="training clips to render")
-    parser.add_argument("--eval-clips", type=int, default=16, help="held-out clips to measure")
-    parser.add_argument("--init", type=Path, default=None, help="continue training from this demo VAE file")
-    parser.add_argument("--frames", type=int, default=None, help="VAE training window, 1 + 4k frames")
-    parser.add_argument("--crop", type=int, default=None, help="VAE crop side of the first phase (64: none)")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this long")
-
-
-def _overrides(args: argparse.Namespace) -> dict:
-    out = {"steps": args.steps, "clips": args.clips, "max_minutes": args.max_minutes, "lr": args.lr}
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def train_demo_vae(args: argparse.Namespace) -> dict:
-    """Train, measure and save the demo VAE; returns the metrics written to the file."""
+def train_demo_vae(cfg: VAETrainConfig, out: str | Path = VAE_FILE, *, init: str | Path | None = None,
+                   eval_clips: int = 12) -> dict:
+    """Train (fresh, or continuing the demo VAE file ``init``), measure and save the demo VAE; returns its metrics."""
     from .dataset import ClipBank
-    from .vae_train import VAETrainConfig, evaluate_vae, latent_statistics, train_vae
+    from .vae_train import evaluate_vae, latent_statistics, train_vae
 
-    extra = {k: v for k, v in {"frames": args.frames, "crop": args.crop}.items() if v is not None}
-    cfg = dataclasses.replace(VAETrainConfig(), **_overrides(args), **extra)
-    init = load_demo_vae(args.init) if args.init else None
     start = time.monotonic()
-    model, losses = train_vae(DEMO_VAE, cfg, lambda s: print(s, flush=True), init=init)
+    model, losses = train_vae(DEMO_VAE, cfg, lambda s: print(s, flush=True),
+                              init=load_demo_vae(init) if init else None)
     minutes = (time.monotonic() - start) / 60
     stats_bank = ClipBank.render(min(cfg.clips, 32), "train", cfg.duration_s, cfg.size, cfg.seed)
     mean, std = latent_statistics(model, stats_bank)
     model.config = dataclasses.replace(model.config, latent_mean=mean, latent_std=std)
-    metrics = evaluate_vae(model, ClipBank.render(args.eval_clips, "heldout", cfg.duration_s, cfg.size))
+    metrics = evaluate_vae(model, ClipBank.render(eval_clips, "heldout", cfg.duration_s, cfg.size))
     metrics |= {"steps": len(losses), "final_loss": losses[-1], "train_minutes": round(minutes, 1)}
-    train = dataclasses.asdict(cfg) | {"init": str(args.init) if args.init else None}
-    save_weights(model, args.out or VAE_FILE, train=train, metrics=metrics)
+    history = (read_metadata(init).get("train_history", []) if init else []) + [dataclasses.asdict(cfg) | {
+        "steps_done": len(losses), "minutes": round(minutes, 1)}]
+    save_weights(model, out, train=dataclasses.asdict(cfg), train_history=history, metrics=metrics)
     return metrics
 
 
-def train_demo_syncnet(args: argparse.Namespace) -> dict:
-    """Train, measure and save the demo SyncNet; returns the metrics written to the file."""
+def train_demo_syncnet(cfg: SyncTrainConfig, out: str | Path = SYNCNET_FILE, *, eval_clips: int = 24) -> dict:
+    """Train, measure and save the demo SyncNet; returns its metrics."""
     from .dataset import ClipBank
-    from .syncnet_train import SyncTrainConfig, evaluate_syncnet, train_syncnet
+    from .syncnet_train import evaluate_syncnet, train_syncnet
 
-    cfg = dataclasses.replace(SyncTrainConfig(), **_overrides(args))
     start = time.monotonic()
     model, losses = train_syncnet(SmallSyncNetConfig(), cfg, lambda s: print(s, flush=True))
     minutes = (time.monotonic() - start) / 60
-    metrics = evaluate_syncnet(model, ClipBank.render(args.eval_clips, "heldout", cfg.eval_duration_s, DEMO_SIZE))
+    metrics = evaluate_syncnet(model, ClipBank.render(eval_clips, "heldout", cfg.eval_duration_s, DEMO_SIZE))
     metrics |= {"steps": len(losses), "final_loss": losses[-1], "train_minutes": round(minutes, 1)}
-    save_weights(model, args.out or SYNCNET_FILE, train=dataclasses.asdict(cfg), metrics=metrics)
+    save_weights(model, out, train=dataclasses.asdict(cfg), metrics=metrics)
     return metrics
-
-
-def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    metrics = (train_demo_vae if args.stage == "vae" else train_demo_syncnet)(args)
-    print(json.dumps(metrics, indent=2))
-    return 0

@@ -34,6 +34,7 @@ class VAETrainConfig:
     lr: float = 3e-3
     min_lr_fraction: float = 0.05
     kl_weight: float = 1e-6
+    mouth_weight: float = 1.0  # loss weight of pixels in the mouth mask (the region the demo regenerates)
     clips: int = 192  # training clips rendered into the bank
     duration_s: float = 2.0
     size: int = 64
@@ -60,22 +61,33 @@ def decode_raw(model: WanVAE, z: Tensor) -> Tensor:
     return torch.cat([model.decoder(model.conv2(z[:, :, i:i + 1]), stream.cache) for i in range(z.shape[2])], 2)
 
 
-def vae_loss(model: WanVAE, video: Tensor, kl_weight: float) -> tuple[Tensor, Tensor]:
-    """``(loss, reconstruction)`` for a batch ``[B, 3, 1 + 4k, H, W]`` in [-1, 1]."""
+def vae_loss(model: WanVAE, video: Tensor, kl_weight: float, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(loss, reconstruction)`` for a batch ``[B, 3, 1 + 4k, H, W]`` in [-1, 1]; ``weight [H, W]`` weighs
+    the reconstruction error per pixel (mean 1 keeps the loss scale)."""
     mu, log_var = model.encode_moments(video, model.new_encode_stream())
     log_var = log_var.clamp(-30, 20)
     z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
     recon = decode_raw(model, z)
     kl = 0.5 * (mu.square() + log_var.exp() - 1 - log_var).mean()
-    loss = (recon - video).abs().mean() + (recon - video).square().mean() + kl_weight * kl
+    err = recon - video
+    if weight is not None:
+        weight = weight / weight.mean()
+        return (err.abs() * weight).mean() + (err.square() * weight).mean() + kl_weight * kl, recon
+    loss = err.abs().mean() + err.square().mean() + kl_weight * kl
     return loss, recon
 
 
-def _random_crop(video: Tensor, side: int, generator: torch.Generator) -> Tensor:
+def _random_crop(video: Tensor, weight: Tensor, side: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     h, w = video.shape[-2:]
     y = int(torch.randint((h - side) // 8 + 1, (), generator=generator)) * 8
     x = int(torch.randint((w - side) // 8 + 1, (), generator=generator)) * 8
-    return video[..., y:y + side, x:x + side]
+    return video[..., y:y + side, x:x + side], weight[y:y + side, x:x + side]
+
+
+def loss_weight(size: int, mouth_weight: float) -> Tensor:
+    """Per-pixel loss weight ``[size, size]``: ``mouth_weight`` inside the LatentSync mouth mask, 1 elsewhere."""
+    mouth = torch.from_numpy(load_mouth_mask(size=size) < 0.5).float()
+    return 1 + (mouth_weight - 1) * mouth
 
 
 def psnr(a: Tensor, b: Tensor, weight: Tensor | None = None) -> float:
@@ -100,6 +112,7 @@ def train_vae(arch: WanVAEConfig, cfg: VAETrainConfig, log: Callable[[str], None
         model.load_state_dict(init.state_dict())
     model.train().requires_grad_(True)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    full_weight = loss_weight(bank.frames.shape[2], cfg.mouth_weight)
     min_lr = cfg.lr * cfg.min_lr_fraction
     start, losses = time.monotonic(), []
     for step in range(cfg.steps):
@@ -109,10 +122,10 @@ def train_vae(arch: WanVAEConfig, cfg: VAETrainConfig, log: Callable[[str], None
             break
         for group in opt.param_groups:
             group["lr"] = min_lr + (cfg.lr - min_lr) * 0.5 * (1 + math.cos(math.pi * done))
-        video = bank.windows(cfg.batch, cfg.frames, gen)
+        video, weight = bank.windows(cfg.batch, cfg.frames, gen), full_weight
         if done < cfg.full_frame_from and cfg.crop < video.shape[-1]:
-            video = _random_crop(video, cfg.crop, gen)
-        loss, recon = vae_loss(model, video, cfg.kl_weight)
+            video, weight = _random_crop(video, weight, cfg.crop, gen)
+        loss, recon = vae_loss(model, video, cfg.kl_weight, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

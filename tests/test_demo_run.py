@@ -1,0 +1,144 @@
+"""The demo end to end: ``train demo --quick`` from scratch, the ``demo`` and ``sync`` commands, the evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lipforcing_core.audio.features import encode_audio
+from lipforcing_core.audio.io import load_audio, write_wav
+from lipforcing_core.checkpoints import load_dit
+from lipforcing_core.cli import main
+from lipforcing_core.demo import LogMelFeatures
+from lipforcing_core.demo.dub import dub, dubbing_pair, to_uint8
+from lipforcing_core.demo.evaluate import keep_mask, load_demo_models, summarize
+from lipforcing_core.demo.recipe import STUDENT_FILE, load_demo_vae, read_metadata
+from lipforcing_core.sync import sync_demo_video
+from lipforcing_core.vae.wan_vae import load_wan_vae
+from lipforcing_core.video import read_video
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """Every demo model trained from scratch for a few steps by the real command, and its run dir."""
+    root = tmp_path_factory.mktemp("demo")
+    assert main(["train", "demo", "--quick", "--run-dir", str(root / "run"), "--weights-dir", str(root / "w"),
+                 "--threads", "1"]) == 0
+    return root
+
+
+def _files(root):
+    w = root / "w"
+    return {"student": w / "diffusion_models/demo_student.safetensors",
+            "teacher": w / "diffusion_models/demo_teacher.safetensors",
+            "vae": w / "vae/demo_vae.safetensors", "syncnet": w / "syncnet/demo_syncnet.safetensors"}
+
+
+def test_train_demo_quick_writes_every_model_and_the_evaluation(quick):
+    files = _files(quick)
+    models = load_demo_models(**files, with_teacher=True)
+    assert load_dit(files["student"]).config.audio_dim == 160
+    assert len(read_metadata(files["vae"])["train_history"]) == 2  # both quick VAE phases, chained
+    recipe = json.loads((quick / "run/recipe.json").read_text())
+    assert {f"{s}_minutes" for s in ("vae", "syncnet", "prepare", "teacher", "df", "dmd", "eval")} <= recipe.keys()
+    report = json.loads((quick / "run/eval.json").read_text())
+    assert report["summary"]["clips"] == 1 and report["speed"]["frames"] > 0
+    assert {"sync_gain_ge_3db", "within_1db_of_teacher", "student_ge_25fps", "student_ge_20x_teacher"} <= \
+        report["summary"]["checks"].keys()
+    assert models.teacher is not None
+
+
+def test_demo_command_writes_video_strip_and_report(quick, tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--seconds", "1.5", "--student", str(_files(quick)["student"]), "--threads", "1"]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    video = read_video(out / "out.mp4")
+    assert video.frames.shape == (report["frames"], 256, 3 * 256, 3) and report["frames"] == 33
+    assert video.audio is not None and abs(video.audio.shape[1] / video.sample_rate - 33 / 25) < 0.05
+    assert Image.open(out / "strip.png").size == (110 + 8 * 128, 3 * 128)
+    assert report["speed"]["fps"] > 0 and 0 < report["speed"]["ttff_s"] <= report["speed"]["seconds"]
+    assert report["sync"]["ground_truth"]["offset"] == 0  # the real demo SyncNet on the exact rendering
+    assert report["fidelity"]["psnr_outside_mouth_vs_source_db"] > 60  # the composite keeps the rest
+    source = read_video(out / "source.mp4")
+    assert source.frames.shape[1:] == (256, 256, 3) and (out / "speech.wav").is_file()
+    with pytest.raises(SystemExit) as exit_info:  # an existing out.mp4 is never replaced without --overwrite
+        main(args)
+    assert exit_info.value.code == 2
+
+
+def test_dub_keeps_outside_pixels_and_extends_a_short_video(quick):
+    models = load_demo_models(**{k: v for k, v in _files(quick).items() if k != "teacher"})
+    pair = dubbing_pair(1_000_001, 1_000_002, 1_000_003, duration_s=1.4)
+    keep = keep_mask(64)
+    features = models.features(pair.target_audio)[0]  # 35 frames of speech -> 33 output frames
+    result = dub(models.pipeline(), pair.source[:20], features, keep)  # 20 frames: ping-pong extended
+    assert result.frames.shape == (33, 64, 64, 3) and len(result.chunk_s) == 3
+    source = to_uint8(pair.source)
+    extended = np.concatenate([source[:20], source[18:5:-1]])
+    outside = keep.numpy().astype(bool)
+    assert np.array_equal(result.frames[:, outside], extended[:, outside])
+
+
+def test_sync_demo_mode_pastes_the_mouth_into_a_larger_video(quick, tmp_path):
+    pair = dubbing_pair(1_000_004, 1_000_005, 1_000_006, duration_s=1.4)
+    from lipforcing_core.video import write_video
+
+    big = to_uint8(pair.source).repeat(2, 1).repeat(2, 2)  # 128x128
+    write_video(tmp_path / "in.mp4", big, 25.0, pair.source_audio[None].numpy(), 16000)
+    write_wav(tmp_path / "speech.wav", pair.target_audio.numpy(), 16000)
+    info = sync_demo_video(tmp_path / "in.mp4", tmp_path / "out.mp4", audio_path=tmp_path / "speech.wav",
+                           student=_files(quick)["student"])
+    out, src = read_video(tmp_path / "out.mp4"), read_video(tmp_path / "in.mp4")
+    assert info["frames"] == 33 and out.frames.shape == (33, 128, 128, 3)
+    top = slice(0, 40)  # eyes and hair: far from the mouth mask, only codec noise
+    assert np.abs(out.frames[:, top].astype(int) - src.frames[:33, top].astype(int)).mean() < 4  # two H.264 passes
+
+
+def test_sync_without_flags_uses_the_bundled_student(tmp_path):
+    if not STUDENT_FILE.is_file():
+        pytest.fail(f"the bundled demo student {STUDENT_FILE} is missing: train it with `train demo`")
+    pair = dubbing_pair(1_000_007, 1_000_008, 1_000_009, duration_s=1.4)
+    from lipforcing_core.video import write_video
+
+    write_video(tmp_path / "in.mp4", to_uint8(pair.source), 25.0, pair.source_audio[None].numpy(), 16000)
+    write_wav(tmp_path / "speech.wav", pair.target_audio.numpy(), 16000)
+    assert main(["sync", "--video", str(tmp_path / "in.mp4"), "--audio", str(tmp_path / "speech.wav"),
+                 "-o", str(tmp_path / "out.mp4")]) == 0
+    assert read_video(tmp_path / "out.mp4").frames.shape == (33, 64, 64, 3)
+    with pytest.raises(SystemExit):
+        main(["sync", "--video", str(tmp_path / "in.mp4"), "--dit", "x.pth", "-o", str(tmp_path / "o2.mp4")])
+
+
+def test_summary_checks_follow_the_acceptance_rules():
+    row = {"psnr_mouth_db": 30.0, "psnr_mouth_silent_db": 26.5, "psnr_mouth_teacher_db": 30.8,
+           "psnr_outside_db": 99.0, "student_lse_c": 0.4, "truth_lse_c": 0.5, "student_lse_d": 0.9,
+           "truth_lse_d": 0.8, "student_offset": 1, "shift_offsets": {-3: -3, 3: 2}}
+    checks = summarize([row])["checks"]
+    assert all(checks.values())
+    bad = summarize([row | {"psnr_mouth_silent_db": 27.5, "student_lse_c": 0.39, "student_offset": 2,
+                            "shift_offsets": {-3: -1, 3: 3}}])["checks"]
+    assert not any(bad[k] for k in ("sync_gain_ge_3db", "lse_c_ge_80pct", "offset_0_pm_1", "shift_follows_k"))
+
+
+def test_wav_round_trip_and_log_mel_through_encode_audio(tmp_path):
+    wave = torch.sin(torch.linspace(0, 800, 16000)) * 0.5
+    path = write_wav(tmp_path / "a.wav", wave.numpy(), 16000)
+    loaded, rate = load_audio(path)
+    assert rate == 16000 and torch.allclose(loaded[0], wave, atol=1 / 32767)
+    with pytest.raises(FileExistsError):
+        write_wav(path, wave.numpy(), 16000)
+    features = LogMelFeatures()
+    assert torch.allclose(encode_audio(features, loaded, rate), features(loaded[0])[0], atol=1e-5)
+    with pytest.raises(ValueError, match="fps"):
+        encode_audio(features, loaded, rate, fps=30.0)
+
+
+def test_generic_vae_loader_reads_the_demo_config():
+    vae = load_wan_vae(load_demo_vae.__defaults__[0])
+    assert vae.config == load_demo_vae().config and vae.config.num_res_blocks == 1
+
