@@ -66,6 +66,13 @@ def test_flow_trainers_reduce_loss_on_fixed_batch(trainer_cls, cfg_cls, tmp_path
     assert after < 0.9 * before, (before, after)
 
 
+def test_wall_clock_budget_stops_training_and_saves(tmp_path):
+    trainer = TeacherTrainer(TeacherConfig(batch_size=2, lr=1e-3, save_every=10**6, max_minutes=0.0), clips(2))
+    history = trainer.fit(steps=5, out_dir=tmp_path, log=None)
+    assert len(history) == 1 and trainer.step == 1  # the budget was gone after the first step
+    assert (tmp_path / "checkpoint_000001.safetensors").is_file()
+
+
 def test_gradient_accumulation_changes_memory_not_math(tmp_path):
     runs = []
     for accum in (1, 2):

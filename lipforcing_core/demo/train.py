@@ -63,6 +63,7 @@ class Recipe:
     prepare: PrepareConfig = PrepareConfig()
     steps: dict | None = None  # {"teacher": n, "df": n, "dmd": n} overrides of the DiT stage configs
     eval_clips: int = 16
+    speed_clip_s: float = 4.0
     vae_eval_clips: int = 12
     syncnet_eval_clips: int = 24
 
@@ -75,7 +76,7 @@ def quick_recipe() -> Recipe:
         syncnet=SyncTrainConfig(steps=2, batch=2, clips=2, max_minutes=None),
         prepare=PrepareConfig(clips=2, latent_frames=6),
         steps={"teacher": 1, "df": 1, "dmd": 1},
-        eval_clips=1, vae_eval_clips=1, syncnet_eval_clips=1,
+        eval_clips=1, vae_eval_clips=1, syncnet_eval_clips=1, speed_clip_s=1.4,
     )
 
 
@@ -106,7 +107,8 @@ def run_recipe(recipe: Recipe, stages: tuple[str, ...], run_dir: Path, weights_d
             from .evaluate import evaluate_demo, load_demo_models
 
             models = load_demo_models(files["student"], files["teacher"], files["vae"], files["syncnet"])
-            done["eval"] = evaluate_demo(models, recipe.eval_clips, window=recipe.prepare.frames, log=log)
+            done["eval"] = evaluate_demo(models, recipe.eval_clips, window=recipe.prepare.frames,
+                                         speed_clip_s=recipe.speed_clip_s, log=log)
             (run_dir / "eval.json").write_text(json.dumps(done["eval"], indent=1))
         else:
             done[stage] = _train_dit_stage(stage, recipe, data, run_dir, files)

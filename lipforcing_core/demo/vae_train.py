@@ -35,6 +35,8 @@ class VAETrainConfig:
     min_lr_fraction: float = 0.05
     kl_weight: float = 1e-6
     mouth_weight: float = 1.0  # loss weight of pixels in the mouth mask (the region the demo regenerates)
+    sample_posterior: bool = True  # decode mu + sigma * noise (a VAE); False decodes mu, which is what
+    # the pipeline encodes to, so the decoder need not average over the posterior noise
     clips: int = 192  # training clips rendered into the bank
     duration_s: float = 2.0
     size: int = 64
@@ -61,12 +63,13 @@ def decode_raw(model: WanVAE, z: Tensor) -> Tensor:
     return torch.cat([model.decoder(model.conv2(z[:, :, i:i + 1]), stream.cache) for i in range(z.shape[2])], 2)
 
 
-def vae_loss(model: WanVAE, video: Tensor, kl_weight: float, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def vae_loss(model: WanVAE, video: Tensor, kl_weight: float, weight: Tensor | None = None,
+             sample: bool = True) -> tuple[Tensor, Tensor]:
     """``(loss, reconstruction)`` for a batch ``[B, 3, 1 + 4k, H, W]`` in [-1, 1]; ``weight [H, W]`` weighs
     the reconstruction error per pixel (mean 1 keeps the loss scale)."""
     mu, log_var = model.encode_moments(video, model.new_encode_stream())
     log_var = log_var.clamp(-30, 20)
-    z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
+    z = mu + torch.randn_like(mu) * (0.5 * log_var).exp() if sample else mu
     recon = decode_raw(model, z)
     kl = 0.5 * (mu.square() + log_var.exp() - 1 - log_var).mean()
     err = recon - video
@@ -125,7 +128,7 @@ def train_vae(arch: WanVAEConfig, cfg: VAETrainConfig, log: Callable[[str], None
         video, weight = bank.windows(cfg.batch, cfg.frames, gen), full_weight
         if done < cfg.full_frame_from and cfg.crop < video.shape[-1]:
             video, weight = _random_crop(video, weight, cfg.crop, gen)
-        loss, recon = vae_loss(model, video, cfg.kl_weight, weight)
+        loss, recon = vae_loss(model, video, cfg.kl_weight, weight, cfg.sample_posterior)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

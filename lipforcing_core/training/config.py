@@ -38,6 +38,7 @@ class TrainConfig:
     init_adapter: str = ""  # OmniAvatar LoRA adapter when ``init`` is the Wan2.1 base (shards/index/folder)
     resume: str = ""  # training checkpoint to resume (model, optimiser, EMA, step)
     steps: int = 1000
+    max_minutes: float | None = None  # wall-clock budget: training stops early when it is used up
     batch_size: int = 1  # global batch over all ranks
     grad_accum: int = 1  # micro-batches per rank and step (memory only: the math is the same)
     seed: int = 0

@@ -12,6 +12,7 @@ Training checkpoint (one safetensors file): ``model.<net>.<key>`` (full weights)
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -204,18 +205,28 @@ class Trainer:
         return {k: float(mean_over_ranks(v, self.env)) for k, v in losses.items()}
 
     def fit(self, steps: int | None = None, out_dir: str | Path | None = None, log=print) -> list[dict[str, float]]:
-        """Train until ``steps`` (default ``cfg.steps``); save every ``save_every`` and at the end."""
+        """Train until ``steps`` (default ``cfg.steps``) or ``cfg.max_minutes`` of wall-clock time (all ranks
+        stop together); save every ``save_every`` and at the end."""
         steps = self.cfg.steps if steps is None else steps
         out = Path(out_dir or self.cfg.out_dir)
-        history = []
+        history, began = [], time.monotonic()
         while self.step < steps:
             logs = self.run_step()
             history.append(logs)
-            if self.env.is_main and log and (self.step % self.cfg.log_every == 0 or self.step == steps):
+            last = self.step == steps or self._out_of_time(began)
+            if self.env.is_main and log and (self.step % self.cfg.log_every == 0 or last):
                 log(f"[{self.kind}] step {self.step}: " + " ".join(f"{k}={v:.5g}" for k, v in logs.items()))
-            if self.step % self.cfg.save_every == 0 or self.step == steps:
+            if self.step % self.cfg.save_every == 0 or last:
                 self.save(out / f"checkpoint_{self.step:06d}.safetensors")
+            if last:
+                break
         return history
+
+    def _out_of_time(self, began: float) -> bool:
+        if self.cfg.max_minutes is None:
+            return False
+        late = torch.tensor(float(time.monotonic() - began >= 60 * self.cfg.max_minutes))
+        return float(mean_over_ranks(late, self.env)) > 0
 
     # ----------------------------------------------------------------------------- checkpoints
     def save(self, path: str | Path) -> Path:
