@@ -288,6 +288,10 @@ class LipSyncPipeline:
             audio = audio.unsqueeze(0)
         if audio.ndim != 3 or audio.shape[0] not in (1, b):
             raise ValueError(f"audio_emb: expected [V, D] or [B, V, D] per-frame features (B={b}), got {tuple(audio.shape)}")
+        if audio.shape[-1] != self.model.config.audio_dim:
+            raise ValueError(f"audio_emb has {audio.shape[-1]} features per frame but the model takes "
+                             f"{self.model.config.audio_dim}: use the audio encoder the model was trained with "
+                             "(wav2vec2-base-960h gives 10752 for the released models, the demo log-mel 160)")
         first = chunk_frames(0, self.sampler.chunk_size)[1]
         if audio.shape[1] < first:
             raise ValueError(f"audio_emb covers {audio.shape[1]} video frames; one chunk needs at least {first} "

@@ -5,12 +5,13 @@ Nodes only adapt ComfyUI types to ``lipforcing_core`` calls; the math lives in t
 
 from __future__ import annotations
 
-from . import audio, face, loaders, sampler, syncnet, text, video
+from . import audio, demo, face, loaders, sampler, syncnet, text, video
 from ._comfy import ComfyExtension, io
 from .paths import register_model_folders
 
 NODES: list[type[io.ComfyNode]] = [
     *loaders.NODES, *text.NODES, *video.NODES, *audio.NODES, *face.NODES, *sampler.NODES, *syncnet.NODES,
+    *demo.NODES,
 ]
 
 

@@ -1,4 +1,5 @@
-"""Audio nodes: load wav2vec2 and turn an AUDIO clip into per-video-frame speech features."""
+"""Audio nodes: load wav2vec2 (or pick the demo's built-in log-mel front end) and turn an AUDIO clip
+into per-video-frame speech features."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ from functools import partial
 
 from lipforcing_core.audio.features import encode_audio
 from lipforcing_core.audio.wav2vec2 import load_wav2vec2
+from lipforcing_core.demo import LogMelFeatures
 
 from ._comfy import io, model_management
 from ._types import DTYPES, LipForcingInputError, clip_waveform, dtype_input
-from .memory import expect, load_managed
+from .memory import expect, load_managed, manage
 from .paths import choices
 
 AudioEncoder = io.Custom("LIPFORCING_AUDIO_ENCODER")
 AudioEmbeds = io.Custom("LIPFORCING_AUDIO_EMBEDS")
+
+DEMO_LOGMEL = "demo log-mel (built in, no download)"  # the demo model's audio front end: no weights
 
 
 class AudioEncoderLoader(io.ComfyNode):
@@ -23,18 +27,24 @@ class AudioEncoderLoader(io.ComfyNode):
             node_id="LipForcingAudioEncoderLoader",
             display_name="Lip Forcing Audio Encoder Loader",
             category="LipForcing/loaders",
-            description="Load wav2vec2-base-960h, the speech encoder Lip Forcing is conditioned on.",
+            description="Load wav2vec2-base-960h, the speech encoder Lip Forcing is conditioned on, or pick the "
+                        "bundled demo model's built-in log-mel front end.",
             inputs=[
-                io.Combo.Input("audio_encoder_name", options=choices("audio_encoders"),
+                io.Combo.Input("audio_encoder_name", options=[*choices("audio_encoders"), DEMO_LOGMEL],
                                tooltip="wav2vec2 weights in models/audio_encoders: a single file, or the HF "
-                                       "folder's model.safetensors / pytorch_model.bin (its config.json is read)."),
-                dtype_input("fp32", "Compute dtype of the encoder; the release runs it in fp32."),
+                                       "folder's model.safetensors / pytorch_model.bin (its config.json is read). "
+                                       f"'{DEMO_LOGMEL}' is the demo model's audio features (160 per frame, "
+                                       "no weights); only the demo model takes it."),
+                dtype_input("fp32", "Compute dtype of the encoder; the release runs it in fp32. The demo "
+                                    "log-mel front end always computes in fp32."),
             ],
             outputs=[AudioEncoder.Output(display_name="audio_encoder")],
         )
 
     @classmethod
     def execute(cls, audio_encoder_name: str, weight_dtype: str) -> io.NodeOutput:
+        if audio_encoder_name == DEMO_LOGMEL:
+            return io.NodeOutput(manage(LogMelFeatures(), "audio_encoder", DEMO_LOGMEL))
         load = partial(load_wav2vec2, dtype=DTYPES[weight_dtype])
         return io.NodeOutput(load_managed("audio_encoder", "audio_encoders", audio_encoder_name,
                                           "audio_encoder_name", load))
@@ -48,7 +58,7 @@ class AudioEncode(io.ComfyNode):
             display_name="Lip Forcing Audio Encode",
             category="LipForcing/audio",
             description="wav2vec2 features for every video frame (OmniAvatar recipe: 14 layers x 768 = 10752 "
-                        "values per frame), from audio at any sample rate.",
+                        "values per frame; 160 with the demo log-mel front end), from audio at any sample rate.",
             inputs=[
                 AudioEncoder.Input("audio_encoder", tooltip="From Lip Forcing Audio Encoder Loader."),
                 io.Audio.Input("audio", tooltip="The speech to lip sync to (one clip, any sample rate; "
@@ -61,7 +71,8 @@ class AudioEncode(io.ComfyNode):
                                      "lasts (floor(duration x fps)). Longer than the audio pads with silence."),
             ],
             outputs=[
-                AudioEmbeds.Output(display_name="audio_embeds", tooltip="[frames, 10752] features."),
+                AudioEmbeds.Output(display_name="audio_embeds", tooltip="[frames, 10752] features ([frames, 160] "
+                                                                         "from the demo log-mel front end)."),
                 io.Int.Output(display_name="frames", tooltip="How many video frames the features cover."),
             ],
         )

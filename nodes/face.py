@@ -19,7 +19,7 @@ from lipforcing_core.face import (
     load_mouth_mask,
     paste_back,
 )
-from lipforcing_core.pipeline import pingpong_indices
+from lipforcing_core.pipeline import composite_mouth, pingpong_indices, pixel_mask
 
 from ._comfy import folder_paths, io, model_management
 from ._types import LipForcingInputError, frames_from_image, image_from_frames, same_length
@@ -132,30 +132,39 @@ class PasteBack(io.ComfyNode):
             node_id="LipForcingPasteBack",
             display_name="Lip Forcing Paste Back",
             category=CATEGORY,
-            description="Warp generated aligned faces back into the original frames with a soft edge.",
+            description="Warp generated aligned faces back into the original frames with a soft edge. Without an "
+                        "alignment (the demo's frames already are aligned faces) only the mouth is composited.",
             inputs=[
-                io.Image.Input("images", tooltip="The original full frames the faces were aligned from."),
+                io.Image.Input("images", tooltip="The original full frames the faces were aligned from (without an "
+                                                 "alignment: the aligned source faces themselves)."),
                 io.Image.Input("faces", tooltip="Generated aligned faces. If the sampler cut or ping-pong extended "
                                                 "the clip to the audio length, the frames are matched the same way."),
-                FaceAlignment.Input("alignment", tooltip="The alignment output of Lip Forcing Face Align for these frames."),
+                FaceAlignment.Input("alignment", optional=True,
+                                    tooltip="The alignment output of Lip Forcing Face Align for these frames. Leave "
+                                            "it unwired when the images are aligned faces (the demo clips): then "
+                                            "the generated mouth is composited onto them, nothing is warped."),
                 io.Mask.Input("mouth_mask", optional=True,
                               tooltip="If given, only this region (1 = mouth) is taken from the generated face and "
                                       "the rest from the aligned original, as the released pipeline does. If not, "
-                                      "the whole generated face is pasted."),
+                                      "the whole generated face is pasted. Required without an alignment."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The frames with the new faces pasted in.")],
         )
 
     @classmethod
-    def execute(cls, images: torch.Tensor, faces: torch.Tensor, alignment, mouth_mask: torch.Tensor | None = None
-                ) -> io.NodeOutput:
+    def execute(cls, images: torch.Tensor, faces: torch.Tensor, alignment: Alignment | None = None,
+                mouth_mask: torch.Tensor | None = None) -> io.NodeOutput:
         frames = frames_from_image(images, "images")
         generated = frames_from_image(faces, "faces")
-        same_length(len(frames), len(alignment.transforms), "images", "the alignment")
+        if alignment is not None:
+            same_length(len(frames), len(alignment.transforms), "images", "the alignment")
         if len(generated) != len(frames):  # the sampler's length rule: cut, or extend forward-backward
             idx = pingpong_indices(len(frames), len(generated))
             frames = frames[idx]
-            alignment = Alignment(alignment.crops[idx], alignment.transforms[idx], alignment.has_face[idx])
+            if alignment is not None:
+                alignment = Alignment(alignment.crops[idx], alignment.transforms[idx], alignment.has_face[idx])
+        if alignment is None:
+            return io.NodeOutput(image_from_frames(composite_aligned(frames, generated, mouth_mask)))
         mask = None if mouth_mask is None else keep_mask(mouth_mask, generated.shape[1], "mouth_mask")
         pasted, progress = np.empty_like(frames), Progress(len(frames))
         for start in range(0, len(frames), PASTE_CHUNK):
@@ -164,6 +173,27 @@ class PasteBack(io.ComfyNode):
                                       alignment.crops[part], alignment.has_face[part])
             progress.step(min(start + PASTE_CHUNK, len(frames)), preview=pasted[part][-1])
         return io.NodeOutput(image_from_frames(pasted))
+
+
+def composite_aligned(frames: np.ndarray, generated: np.ndarray, mouth_mask: torch.Tensor | None) -> np.ndarray:
+    """The generated mouth on the aligned source faces (uint8 ``[T,H,W,3]`` both), with the core's
+    composite: the mask resized to the faces and binarised, generated pixels where it marks the mouth."""
+    if mouth_mask is None:
+        raise LipForcingInputError("mouth_mask", "is required when no alignment is wired (nothing would be "
+                                   "composited or pasted).", "Wire a Lip Forcing Mouth Mask, or Face Align's "
+                                   "alignment to paste whole faces into full frames.")
+    if frames.shape[1:3] != generated.shape[1:3]:
+        raise LipForcingInputError("images", f"are {frames.shape[2]}x{frames.shape[1]} but the generated faces are "
+                                   f"{generated.shape[2]}x{generated.shape[1]}; without an alignment the images "
+                                   "must be the aligned source faces.", "Wire Face Align's alignment to paste "
+                                   "into full frames.")
+    keep = keep_mask(mouth_mask, None, "mouth_mask")
+    try:
+        keep = pixel_mask(keep, generated.shape[1:3])
+    except ValueError as err:
+        raise LipForcingInputError("mouth_mask", str(err)) from err
+    signed = torch.from_numpy(generated).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1,3,T,H,W] in [-1,1]
+    return composite_mouth(signed, frames, keep)
 
 
 NODES = [FaceAlign, MouthMask, PasteBack]

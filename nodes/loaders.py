@@ -36,7 +36,7 @@ class ModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_name", options=choices("diffusion_models"),
                                tooltip="A merged Lip Forcing checkpoint in models/diffusion_models "
-                                       "(.pth or .safetensors)."),
+                                       "(.pth or .safetensors), or the bundled demo_student.safetensors."),
                 dtype_input("default", "Weight dtype. 'default' keeps the file's dtype (bf16 for the release); "
                                         "fp32 is exact but needs twice the memory.", ("default", *DTYPES)),
                 io.Combo.Input("size", options=["auto", *PRESETS], default="auto",
@@ -61,7 +61,8 @@ class VAELoader(io.ComfyNode):
             description="Load the Wan2.1 video VAE (encodes the source video; can also decode).",
             inputs=[
                 io.Combo.Input("vae_name", options=choices("vae"),
-                               tooltip="Wan2.1_VAE.pth or ComfyUI's wan_2.1_vae.safetensors in models/vae."),
+                               tooltip="Wan2.1_VAE.pth or ComfyUI's wan_2.1_vae.safetensors in models/vae, or "
+                                       "the bundled demo_vae.safetensors (for the demo model only)."),
                 dtype_input("fp32", "Compute dtype of the VAE; bf16 halves its memory."),
             ],
             outputs=[WanVAE.Output(display_name="vae")],

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lipforcing_core.demo.recipe import WEIGHTS_DIR
+
 from ._comfy import folder_paths
 from ._types import LipForcingInputError
 
 SYNCNET_FOLDER = "syncnet"
 TEXT_FOLDER = "text_embeddings"  # precomputed UMT5 prompt embeddings
 INSIGHTFACE_FOLDER = "insightface"  # the InsightFace root other ComfyUI packs use (holds models/buffalo_l)
+DEMO_FOLDERS = ("diffusion_models", "vae", SYNCNET_FOLDER)  # bundled demo weights, one subfolder of WEIGHTS_DIR each
 
 
 def register_folder(name: str, default_path: str | Path | None = None, extra_extensions: set[str] = frozenset()) -> None:
@@ -36,6 +39,15 @@ def register_model_folders() -> None:
     register_folder(SYNCNET_FOLDER, extra_extensions={".model"})  # syncnet_python ships syncnet_v2.model
     register_folder(INSIGHTFACE_FOLDER)
     register_folder(TEXT_FOLDER)
+    register_demo_folders()
+
+
+def register_demo_folders() -> None:
+    """List the bundled demo weights in the normal loaders: ``WEIGHTS_DIR/<folder>`` becomes the last
+    path of ``<folder>``, after ``models/<folder>`` and any ``extra_model_paths.yaml`` paths, so a
+    user's file of the same name wins."""
+    for folder in DEMO_FOLDERS:
+        folder_paths.add_model_folder_path(folder, str(WEIGHTS_DIR / folder), is_default=False)
 
 
 def choices(folder: str) -> list[str]:

@@ -24,10 +24,12 @@ class SyncNetLoader(io.ComfyNode):
             node_id="LipForcingSyncNetLoader",
             display_name="Lip Forcing SyncNet Loader",
             category="LipForcing/loaders",
-            description="Load SyncNet v2 (syncnet_python) to measure lip sync.",
+            description="Load SyncNet v2 (syncnet_python), or the bundled demo SyncNet, to measure lip sync.",
             inputs=[
                 io.Combo.Input("syncnet_name", options=choices(SYNCNET_FOLDER),
-                               tooltip="syncnet_v2.model (or a safetensors copy) in models/syncnet."),
+                               tooltip="syncnet_v2.model (or a safetensors copy) in models/syncnet, or the bundled "
+                                       "demo_syncnet.safetensors for the demo clips (its scores are on its own "
+                                       "scale: compare them with the ground truth's)."),
             ],
             outputs=[SyncNet.Output(display_name="syncnet")],
         )
@@ -49,7 +51,8 @@ class SyncNetScore(io.ComfyNode):
             inputs=[
                 SyncNet.Input("syncnet", tooltip="From Lip Forcing SyncNet Loader."),
                 io.Image.Input("faces", tooltip="Face crops at 25 fps, e.g. the aligned faces from Lip Forcing "
-                                                "Face Align (any size; resized to 224x224)."),
+                                                "Face Align (any size; resized to the network's input, 224x224 for "
+                                                "SyncNet v2)."),
                 io.Audio.Input("audio", tooltip="The audio of the same clip, starting at the first frame."),
                 io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.001,
                                tooltip="Frame rate of the faces; SyncNet v2 needs 25 fps."),

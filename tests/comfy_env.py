@@ -55,6 +55,14 @@ def use_base(base: Path) -> Path:
     return base
 
 
+def bundled(folder: str) -> list[str]:
+    """The bundled demo weight files the pack adds to a model folder's choices (sorted, maybe none)."""
+    from lipforcing_core.demo.recipe import WEIGHTS_DIR
+
+    root = WEIGHTS_DIR / folder
+    return sorted(p.name for p in root.glob("*.safetensors")) if root.is_dir() else []
+
+
 def link_model(base: Path, folder: str, source: Path, name: str | None = None) -> str:
     """Make ``source`` (a file or an HF folder) appear in ``models/<folder>``; returns the combo value."""
     target = base / "models" / folder / (name or source.name)

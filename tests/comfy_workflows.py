@@ -8,7 +8,8 @@
 
 ``ui_from_api`` writes the UI file from the API one (``python tests/comfy_workflows.py X_api.json``);
 ``api_from_ui`` reads it back through the node schemas, so a test can check that both files still
-describe the same graph for the current schemas.
+describe the same graph for the current schemas. Loaders naming a file of ``DOWNLOADS`` get the
+``properties.models`` entry with which the ComfyUI editor offers a missing model for download.
 """
 
 from __future__ import annotations
@@ -22,6 +23,21 @@ from comfy_executor import Executor, is_link
 WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_AFTER_GENERATE = "fixed"  # the extra widget value ComfyUI stores after a seed widget
 
+# file a shipped workflow names -> (ComfyUI model folder, official download URL). Only files with a
+# verified official single-file source: the wav2vec2 folder (needs its config.json), the 1.3B student
+# (unreleased) and the text embedding (made locally) have none; the demo files are bundled.
+DOWNLOADS = {
+    "lipforcing_14b.pth": (  # the Lip Forcing release (README "Weights")
+        "diffusion_models", "https://huggingface.co/JinhyukJang/lipforcing/resolve/main/lipforcing_14b.pth"),
+    "wan_2.1_vae.safetensors": (  # ComfyUI's repackaged Wan2.1 VAE, as in ComfyUI's own Wan workflows
+        "vae", ("https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/"
+                "wan_2.1_vae.safetensors")),
+    "taew2_1.safetensors": (  # madebyollin/taehv: converted safetensors live in safetensors/
+        "vae_approx", "https://raw.githubusercontent.com/madebyollin/taehv/main/safetensors/taew2_1.safetensors"),
+    "syncnet_v2.model": (  # syncnet_python's download_model.sh, as the Lip Forcing README links it
+        "syncnet", "https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"),
+}
+
 
 def _widget_specs(schema) -> list:
     return [spec for spec in schema.inputs if spec.get_io_type() in WIDGETS]
@@ -33,6 +49,13 @@ def _depths(api: dict) -> dict[str, int]:
         links = [v[0] for v in api[node_id]["inputs"].values() if is_link(v)]
         depth[node_id] = 1 + max((depth[s] for s in links), default=-1)
     return depth
+
+
+def _downloads(widget_values: list) -> dict:
+    """``{"models": [...]}`` for the widget values that name a file of ``DOWNLOADS``, else ``{}``."""
+    models = [{"name": v, "url": DOWNLOADS[v][1], "directory": DOWNLOADS[v][0]}
+              for v in widget_values if isinstance(v, str) and v in DOWNLOADS]
+    return {"models": models} if models else {}
 
 
 def ui_from_api(api: dict, schemas: dict) -> dict:
@@ -74,7 +97,7 @@ def ui_from_api(api: dict, schemas: dict) -> dict:
             "outputs": [{"name": out.display_name or out.io_type, "type": out.io_type,
                          "links": outgoing.get((node_id, slot), []), "slot_index": slot}
                         for slot, out in enumerate(schema.outputs)],
-            "properties": {"Node name for S&R": schema.node_id},
+            "properties": {"Node name for S&R": schema.node_id} | _downloads(values),
             "widgets_values": values,
         })
     return {"last_node_id": max(int(n) for n in api), "last_link_id": len(links), "nodes": nodes, "links": links,

@@ -1,4 +1,5 @@
-"""Audio nodes: wav2vec2 loader and per-frame features, on the golden tiny wav2vec2 and stereo clip."""
+"""Audio nodes: wav2vec2 loader and per-frame features, on the golden tiny wav2vec2 and stereo clip, and the
+demo's built-in log-mel front end."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from lipforcing_pack.nodes.memory import manage
 
 from lipforcing_core.audio.features import encode_audio
 from lipforcing_core.audio.io import load_audio
+from lipforcing_core.demo import LogMelFeatures
 
 
 @pytest.fixture()
@@ -40,8 +42,22 @@ def encoder():
 
 
 def test_loader_finds_the_hf_folder(base):
-    assert audio.AudioEncoderLoader.define_schema().inputs[0].options == ["wav2vec2_tiny/model.safetensors"]
+    options = audio.AudioEncoderLoader.define_schema().inputs[0].options
+    assert options == ["wav2vec2_tiny/model.safetensors", audio.DEMO_LOGMEL]  # files first, the built-in last
     assert encoder().kind == "audio_encoder"
+
+
+def test_demo_log_mel_is_built_in(tmp_path, clip):
+    comfy_env.use_base(tmp_path)  # an empty audio_encoders folder: the built-in needs no file
+    assert audio.AudioEncoderLoader.define_schema().inputs[0].options == [audio.DEMO_LOGMEL]
+    model = audio.AudioEncoderLoader.execute(audio.DEMO_LOGMEL, "bf16").args[0]
+    assert model.kind == "audio_encoder" and isinstance(model.module, LogMelFeatures)
+    features, frames = audio.AudioEncode.execute(model, clip, 25.0, 0).args
+    expected = encode_audio(LogMelFeatures(), clip["waveform"][0], clip["sample_rate"], fps=25.0)
+    assert features.shape == (frames, 160) and frames == expected.shape[0] > 0
+    torch.testing.assert_close(features, expected, rtol=0, atol=0)
+    with pytest.raises(LipForcingInputError, match="'audio': .*demo audio features are made for 25"):
+        audio.AudioEncode.execute(model, clip, 30.0, 0)
 
 
 def test_encode_is_the_core_features(base, clip):

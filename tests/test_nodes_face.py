@@ -24,6 +24,7 @@ from lipforcing_core.face import FaceAligner, MediaPipeDetector, ModelNotFoundEr
 from lipforcing_core.face.align import align_points
 from lipforcing_core.face.mask import load_mouth_mask
 from lipforcing_core.face.paste import paste_back
+from lipforcing_core.pipeline import pixel_mask
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +189,32 @@ def test_paste_back_in_a_workflow(clip):
     # pasting the aligned originals back over themselves barely changes the frames
     diff = np.abs((result.outputs["3"][0] * 255).round().numpy() - frames.astype(np.float64))
     assert diff.mean() < 1.0
+
+
+def test_paste_back_without_alignment_composites_the_mouth():
+    """The demo path: images are the aligned faces; the generated mouth replaces theirs, nothing is warped."""
+    rng = np.random.default_rng(0)
+    source, generated = (rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8) for _ in range(2))
+    for size in (64, 256):  # a mask at another size is resized to the faces, as the sampler does
+        mouth = face.MouthMask.execute(face.BUILT_IN_MASK, size).args[0]
+        keep = pixel_mask(1.0 - mouth[0].numpy(), (64, 64)).numpy() > 0.5
+        if size == 64:
+            np.testing.assert_array_equal(keep, load_mouth_mask(None, 64) > 0.5)
+        (out,) = face.PasteBack.execute(image_from_frames(source), image_from_frames(generated[:3]),
+                                        mouth_mask=mouth).args
+        out = (out * 255).round().byte().numpy()
+        assert out.shape == (3, 64, 64, 3)  # the sampler's length rule: 5 source frames cut to 3
+        np.testing.assert_array_equal(out[:, keep], source[:3][:, keep])
+        np.testing.assert_array_equal(out[:, ~keep], generated[:3][:, ~keep])
+        assert (~keep).sum() > 100
+
+
+def test_paste_back_without_alignment_explains_bad_inputs():
+    faces = image_from_frames(np.zeros((2, 64, 64, 3), np.uint8))
+    mouth = face.MouthMask.execute(face.BUILT_IN_MASK, 64).args[0]
+    with pytest.raises(LipForcingInputError, match="'mouth_mask': is required when no alignment is wired"):
+        face.PasteBack.execute(faces, faces)
+    with pytest.raises(LipForcingInputError, match="'images': are 128x128 but the generated faces are 64x64"):
+        face.PasteBack.execute(image_from_frames(np.zeros((2, 128, 128, 3), np.uint8)), faces, mouth_mask=mouth)
+    with pytest.raises(LipForcingInputError, match="'mouth_mask': mask is 64x32 but the frames are 64x64"):
+        face.PasteBack.execute(faces, faces, mouth_mask=torch.zeros(1, 64, 32))

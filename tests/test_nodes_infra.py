@@ -85,7 +85,26 @@ def test_new_folder_lists_weight_files_only(comfy_base):
     (folder / "syncnet_v2.model").write_bytes(b"x")
     (folder / "s.safetensors").write_bytes(b"x")
     (folder / "notes.txt").write_text("x")
-    assert paths.choices("syncnet") == ["s.safetensors", "syncnet_v2.model"]
+    assert paths.choices("syncnet") == ["demo_syncnet.safetensors", "s.safetensors", "syncnet_v2.model"]
+
+
+def test_demo_weights_are_the_last_path_of_their_folders(comfy_base):
+    from lipforcing_core.demo.recipe import WEIGHTS_DIR
+
+    configured = str(comfy_base / "from_yaml")
+    folder_paths.add_model_folder_path("vae", configured)  # what extra_model_paths.yaml does
+    before = folder_paths.get_folder_paths("vae")
+    paths.register_model_folders()
+    paths.register_model_folders()  # ComfyUI may call the entry point again: nothing is added twice
+    for folder in paths.DEMO_FOLDERS:
+        registered = folder_paths.get_folder_paths(folder)
+        assert registered[-1] == str(WEIGHTS_DIR / folder) and registered.count(registered[-1]) == 1
+    assert folder_paths.get_folder_paths("vae") == [*before, str(WEIGHTS_DIR / "vae")]
+    assert "demo_vae.safetensors" in paths.choices("vae")
+    shadow = comfy_base / "models" / "vae" / "demo_vae.safetensors"  # a user's file of the same name wins
+    shadow.parent.mkdir(parents=True)
+    shadow.write_bytes(b"x")
+    assert paths.model_path("vae", "demo_vae.safetensors", "vae_name") == str(shadow)
 
 
 def test_model_path_stays_inside_model_folders(comfy_base):

@@ -33,7 +33,7 @@ def base(tmp_path, golden_root):
 
 def test_model_loader_lists_and_loads_the_dit(base):
     options = loaders.ModelLoader.define_schema().inputs[0].options
-    assert options == ["not_a_dit.safetensors", "tiny_dit.safetensors"]
+    assert options == sorted(["not_a_dit.safetensors", "tiny_dit.safetensors", *comfy_env.bundled("diffusion_models")])
     (model,) = loaders.ModelLoader.execute("tiny_dit.safetensors", "fp32", "auto").args
     assert isinstance(model, ManagedModel) and model.kind == "dit" and model.filename == "tiny_dit.safetensors"
     assert isinstance(model.module, LipForcingDiT)

@@ -22,7 +22,7 @@ from lipforcing_core.syncnet.metrics import evaluate_sync
 def model(tmp_path, golden_root):
     base = comfy_env.use_base(tmp_path)
     name = comfy_env.link_model(base, "syncnet", golden_root / "syncnet" / "syncnet_v2_random.safetensors")
-    assert syncnet.SyncNetLoader.define_schema().inputs[0].options == [name]
+    assert syncnet.SyncNetLoader.define_schema().inputs[0].options == sorted([name, *comfy_env.bundled("syncnet")])
     return syncnet.SyncNetLoader.execute(name).args[0]
 
 
@@ -56,3 +56,21 @@ def test_score_explains_bad_inputs(model, clip):
         syncnet.SyncNetScore.execute(model, faces, silent, 25.0)
     with pytest.raises(LipForcingInputError, match="too short"):
         syncnet.SyncNetScore.execute(model, faces[:4], audio, 25.0)
+
+
+def test_demo_syncnet_is_bundled_and_scores_a_demo_clip(tmp_path):
+    """With no file installed, the loader offers the demo SyncNet; it finds the ground truth in sync,
+    and the same face with its own (source) speech much less so."""
+    from lipforcing_pack.nodes.demo import DemoClip
+
+    from lipforcing_core.demo.sync_model import SmallSyncNet
+
+    comfy_env.use_base(tmp_path)
+    assert syncnet.SyncNetLoader.define_schema().inputs[0].options == ["demo_syncnet.safetensors"]
+    model = syncnet.SyncNetLoader.execute("demo_syncnet.safetensors").args[0]
+    assert isinstance(model.module, SmallSyncNet)
+    _, target_speech, truth, source_speech = DemoClip.execute(1_000_011, 1_000_012, 1_000_013, 2.0).args
+    lse_c, lse_d, offset, _ = syncnet.SyncNetScore.execute(model, truth, target_speech, 25.0).args
+    assert offset == 0 and 0 <= lse_d < 2  # unit embeddings: distances lie in [0, 2]
+    mismatched_c = syncnet.SyncNetScore.execute(model, truth, source_speech, 25.0).args[0]
+    assert lse_c > mismatched_c

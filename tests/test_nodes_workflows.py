@@ -15,7 +15,8 @@ import comfy_env  # first: puts the ComfyUI test double on sys.path
 
 # isort: split
 from comfy_executor import Executor
-from comfy_workflows import api_from_ui, ui_from_api
+from comfy_workflows import DOWNLOADS, api_from_ui, ui_from_api
+from lipforcing_pack.nodes.audio import DEMO_LOGMEL
 
 from lipforcing_core.face import MediaPipeDetector, ModelNotFoundError
 from lipforcing_core.video import read_video, write_video
@@ -48,10 +49,77 @@ def test_workflow_validates_against_the_node_schemas(api_file, tmp_path):
     api = json.loads(api_file.read_text())
     for node in api.values():
         for name, value in node["inputs"].items():
-            if name in FILE_INPUTS:
+            if name in FILE_INPUTS and value != DEMO_LOGMEL:
                 (base / FILE_INPUTS[name] / value).parent.mkdir(parents=True, exist_ok=True)
                 (base / FILE_INPUTS[name] / value).write_bytes(b"")
     assert Executor(comfy_env.node_classes()).validate(api).keys() == api.keys()
+
+
+@pytest.mark.parametrize("api_file", WORKFLOWS, ids=lambda p: p.name)
+def test_loaders_say_where_to_download_their_files(api_file):
+    """``properties.models`` (the editor's missing-model download) names the loader's own file and folder."""
+    ui = json.loads(api_file.with_name(api_file.name.replace("_api.json", ".json")).read_text())
+    api = json.loads(api_file.read_text())
+    for node in ui["nodes"]:
+        files = {FILE_INPUTS[k].removeprefix("models/"): v for k, v in api[str(node["id"])]["inputs"].items()
+                 if k in FILE_INPUTS and k != "video"}
+        listed = {m["name"]: m for m in node["properties"].get("models", [])}
+        assert listed.keys() == {name for name in files.values() if name in DOWNLOADS}
+        for entry in listed.values():
+            assert files[entry["directory"]] == entry["name"] and entry["url"].startswith("https://")
+            assert entry["url"].endswith("/" + entry["name"])
+
+
+def test_demo_workflow_names_only_bundled_files():
+    """Nothing to download: every file the demo workflow loads ships with the pack (or is built in)."""
+    from lipforcing_core.demo.recipe import STUDENT_FILE, SYNCNET_FILE, VAE_FILE
+
+    api = json.loads((comfy_env.REPO / "workflows" / "lipforcing_demo_api.json").read_text())
+    named = {(FILE_INPUTS[k].removeprefix("models/"), v) for node in api.values()
+             for k, v in node["inputs"].items() if k in FILE_INPUTS}
+    bundled = {(f.parent.name, f.name) for f in (STUDENT_FILE, VAE_FILE, SYNCNET_FILE)}
+    assert named == bundled | {("audio_encoders", DEMO_LOGMEL)}
+    assert STUDENT_FILE.parent.name == "diffusion_models" and not any(
+        n["properties"].get("models") for n in json.loads(
+            (comfy_env.REPO / "workflows" / "lipforcing_demo.json").read_text())["nodes"])
+
+
+def _stand_in_demo_student(folder: Path) -> None:
+    """A seeded random model with the demo student's layout and file format (fp16 flat safetensors)."""
+    from safetensors.torch import save_file
+
+    from lipforcing_core.config import get_preset
+    from lipforcing_core.models.dit import LipForcingDiT
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    state = LipForcingDiT(get_preset("demo")).state_dict()
+    save_file({k: v.half().contiguous() for k, v in state.items()}, str(folder / "demo_student.safetensors"))
+
+
+def test_demo_workflow_runs_without_downloads(tmp_path, single_thread):
+    """The shipped demo graph on the bundled VAE and SyncNet, the built-in log-mel and a stand-in student
+    (the trained one is bundled later): 3 s of speech -> 69 composited frames in an mp4 with the speech."""
+    base = comfy_env.use_base(tmp_path)
+    _stand_in_demo_student(base / "models" / "diffusion_models")
+    workflow = json.loads((comfy_env.REPO / "workflows" / "lipforcing_demo_api.json").read_text())
+    result = Executor(comfy_env.node_classes()).run(workflow)
+    source = result.outputs["1"][0]
+    assert source.shape == (75, 64, 64, 3)
+    generated, composited = result.outputs["7"][0], result.outputs["8"][0]
+    assert generated.shape == composited.shape == (69, 64, 64, 3)  # 75 frames -> 18 latents -> 1 + 4*17
+    assert "69 frames generated from 75 audio frames" in result.ui["7"]["text"][0]
+    mouth = result.outputs["6"][0][0] >= 0.5  # the composite's binary mask (keep = 1 - mouth > 0.5)
+    assert torch.equal(composited[:, ~mouth], (source[:69, ~mouth] * 255).round() / 255)  # outside: the source
+    assert torch.equal(composited[:, mouth], generated[:, mouth])  # the mouth: generated
+    saved = result.ui["9"]["images"][0]
+    video = read_video(base / "output" / saved["subfolder"] / saved["filename"])
+    assert saved["filename"].endswith(".mp4") and video.frames.shape == (69, 64, 64, 3)
+    assert video.audio is not None and video.sample_rate == 16000
+    for node in ("11", "12"):  # the output's and the ground truth's sync scores
+        lse_c, lse_d, _, _ = result.outputs[node]
+        assert np.isfinite([lse_c, lse_d]).all() and result.ui[node]["text"][0].startswith("LSE-C")
+    assert result.outputs["12"][2] == 0  # the demo SyncNet finds the ground truth in sync
 
 
 def test_syncnet_score_workflow_runs(tmp_path, golden_root):

@@ -173,7 +173,8 @@ def test_length_mismatch_is_reported(dit, vae):
 
 @pytest.mark.parametrize("case,match", [
     ("size", "multiples of 16"), ("short_audio", "at least 9"), ("mask_aspect", "aspect ratio"),
-    ("mask_ndim", "2-D"), ("layout", r"\[T, H, W, 3\]"), ("text", "4096"), ("mask_range", r"\[0, 1\]")])
+    ("mask_ndim", "2-D"), ("layout", r"\[T, H, W, 3\]"), ("text", "4096"), ("mask_range", r"\[0, 1\]"),
+    ("audio_width", "160 features per frame but the model takes 10752")])
 def test_bad_input_raises_clear_errors(dit, vae, case, match):
     pipe = LipSyncPipeline(dit, vae)
     video, audio, mask = clip(9)
@@ -192,6 +193,8 @@ def test_bad_input_raises_clear_errors(dit, vae, case, match):
         kwargs["text"] = torch.zeros(1, 4, 768)
     elif case == "mask_range":
         mask = np.full((32, 32), 255.0)
+    elif case == "audio_width":  # e.g. the demo log-mel features wired to a wav2vec2 model
+        audio = audio[:, :160]
     with pytest.raises(ValueError, match=match):
         next(pipe.stream(video, audio, mask, **kwargs))
 

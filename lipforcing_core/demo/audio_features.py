@@ -90,7 +90,7 @@ class LogMelFeatures(nn.Module):
         if v < 1:
             raise ValueError(f"audio of {waveform.shape[-1]} samples is shorter than one video frame "
                              f"({cfg.samples_per_frame} samples at {cfg.sample_rate} Hz, {cfg.fps} fps)")
-        x = waveform.float()
+        x = waveform.to(self.mel.spectrogram.window.device).float()  # follows the module (ComfyUI moves it)
         x = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-7)
         x = _fit(x, v * cfg.samples_per_frame)
         # centre analysis frame j at (j + ½)·hop: pad so that frame count is exactly V·n

@@ -5,7 +5,8 @@ whose ``custom_nodes/`` links to this repo, an in-memory database), then talks H
 ``GET /object_info`` must list every node of ``workflows/node_list.json``; a workflow mixing our nodes
 with ComfyUI's own (LoadImage, LoadAudio, SaveImage, PreviewAny) on the golden tiny models is queued
 with ``POST /prompt`` and polled in ``/history`` until it finishes; a bad input must come back as a
-node error a user can read.
+node error a user can read. The shipped demo workflow runs on the files bundled in this repo alone
+(``lipforcing_core/demo/weights``, registered as extra model paths), with nothing in ``models/``.
 
     COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python python -m pytest tests/integration
 """
@@ -208,3 +209,22 @@ def test_shipped_syncnet_workflow_runs(server):
     entry = _run(server, workflow)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert entry["outputs"]["4"]["text"][0].startswith("LSE-C")
+
+
+def test_shipped_demo_workflow_runs_with_nothing_installed(server):
+    from lipforcing_core.demo.recipe import STUDENT_FILE
+    from lipforcing_core.video import read_video
+
+    if not STUDENT_FILE.is_file():
+        pytest.skip(f"the demo student is not bundled in this checkout ({STUDENT_FILE} is missing)")
+    assert not list(server.base.glob("models/*/demo_*"))  # only the bundled files can be used
+    workflow = json.loads((REPO / "workflows" / "lipforcing_demo_api.json").read_text())
+    entry = _run(server, workflow)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    video = entry["outputs"]["9"]["images"][0]
+    path = server.base / "output" / video["subfolder"] / video["filename"]
+    assert video["filename"].endswith(".mp4") and path.is_file()
+    clip = read_video(path)
+    assert clip.frames.shape == (69, 64, 64, 3) and clip.audio is not None  # 3 s of speech -> 69 frames
+    for node in ("11", "12"):  # sync scores of the output and of the ground truth
+        assert entry["outputs"][node]["text"][0].startswith("LSE-C")
