@@ -50,7 +50,8 @@ VAE_PHASES: tuple[VAETrainConfig, ...] = (
     VAETrainConfig(steps=400, frames=9, crop=64, lr=1e-3, max_minutes=13, clips=96),
     VAETrainConfig(steps=300, frames=17, crop=64, lr=1e-3, max_minutes=10, clips=64),
     VAETrainConfig(steps=5000, frames=9, crop=64, batch=4, mouth_weight=10, lr=1e-3, max_minutes=18, clips=128),
-    VAETrainConfig(steps=5000, frames=33, crop=64, batch=2, mouth_weight=10, lr=5e-4, max_minutes=20, clips=96),
+    VAETrainConfig(steps=5000, frames=33, crop=64, batch=2, mouth_weight=10, lr=5e-4, sample_posterior=False,
+                   max_minutes=25, clips=96),
 )
 
 
