@@ -115,12 +115,13 @@ def test_sync_without_flags_uses_the_bundled_student(tmp_path):
 
 
 def test_summary_checks_follow_the_acceptance_rules():
-    row = {"psnr_mouth_db": 30.0, "psnr_mouth_silent_db": 26.5, "psnr_mouth_teacher_db": 30.8,
+    row = {"psnr_lips_db": 30.0, "psnr_lips_silent_db": 26.5, "psnr_lips_teacher_db": 30.8, "psnr_mouth_db": 33.0,
+           "psnr_mouth_silent_db": 32.0,
            "psnr_outside_db": 99.0, "student_lse_c": 0.4, "truth_lse_c": 0.5, "student_lse_d": 0.9,
            "truth_lse_d": 0.8, "student_offset": 1, "shift_offsets": {-3: -3, 3: 2}}
     checks = summarize([row])["checks"]
     assert all(checks.values())
-    bad = summarize([row | {"psnr_mouth_silent_db": 27.5, "student_lse_c": 0.39, "student_offset": 2,
+    bad = summarize([row | {"psnr_lips_silent_db": 27.5, "student_lse_c": 0.39, "student_offset": 2,
                             "shift_offsets": {-3: -1, 3: 3}}])["checks"]
     assert not any(bad[k] for k in ("sync_gain_ge_3db", "lse_c_ge_80pct", "offset_0_pm_1", "shift_follows_k"))
 
