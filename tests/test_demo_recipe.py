@@ -128,9 +128,12 @@ def heldout_clip() -> ClipBank:
 
 
 def test_shipped_weights_fit_the_budget_and_carry_metrics():
-    from lipforcing_core.demo.recipe import SYNCNET_FILE, VAE_FILE
+    from lipforcing_core.demo.recipe import STUDENT_FILE, SYNCNET_FILE, TEACHER_FILE, VAE_FILE
 
-    assert VAE_FILE.stat().st_size + SYNCNET_FILE.stat().st_size <= 10 * 2**20
+    files = (VAE_FILE, SYNCNET_FILE, TEACHER_FILE, STUDENT_FILE)
+    assert sum(f.stat().st_size for f in files) <= 50 * 2**20  # the budget for all of them
+    for f in (TEACHER_FILE, STUDENT_FILE):
+        assert {"psnr_lips_db", "checks", "speed"} <= read_metadata(f)["metrics"].keys()
     assert {"psnr_face_db", "psnr_mouth_db", "steps"} <= read_metadata(VAE_FILE)["metrics"].keys()
     assert {"offset_within_1", "shift_within_1", "lse_c"} <= read_metadata(SYNCNET_FILE)["metrics"].keys()
 
