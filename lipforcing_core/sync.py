@@ -21,6 +21,7 @@ from .audio import encode_audio, load_audio, load_wav2vec2
 from .checkpoints import CheckpointError, load_dit, read_state_dict
 from .config import STREAM_FULL, STREAM_WINDOW
 from .face import FaceAligner, load_mouth_mask, paste_back
+from .models.attention import BACKENDS, attention_backend, check_backend
 from .pipeline import (
     FPS,
     LipSyncPipeline,
@@ -149,6 +150,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--t-list", type=float, nargs="+", default=list(STUDENT_T_LIST),
                         help="denoising times ending in 0 (default: the released 0.999 0.769 0)")
     parser.add_argument("--full-attention", action="store_true", help="attend to the whole past (memory grows)")
+    parser.add_argument("--attention", choices=BACKENDS, default="auto",
+                        help="attention kernel (auto: flash-attn / xformers for 16-bit CUDA when installed, else SDPA)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="DiT dtype (default bf16 on CUDA, fp32 on CPU)")
@@ -157,6 +160,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        check_backend(args.attention)
+    except ValueError as err:
+        raise SystemExit(f"--attention: {err}") from err
+    with attention_backend(args.attention):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.dit is None:
         if args.vae or args.wav2vec or args.taew:
             raise SystemExit("--vae/--wav2vec/--taew go with --dit (a released checkpoint); without --dit the "

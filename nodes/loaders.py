@@ -6,15 +6,17 @@ ComfyUI's memory manager (weights stay on the offload device until a node needs 
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 from lipforcing_core.checkpoints import load_dit
 from lipforcing_core.config import PRESETS
+from lipforcing_core.models.attention import BACKENDS, check_backend
 from lipforcing_core.vae.taehv import load_taehv
 from lipforcing_core.vae.wan_vae import load_wan_vae
 
 from ._comfy import io
-from ._types import DTYPES, dtype_input
+from ._types import DTYPES, LipForcingInputError, dtype_input
 from .memory import load_managed
 from .paths import choices
 
@@ -41,14 +43,22 @@ class ModelLoader(io.ComfyNode):
                                         "fp32 is exact but needs twice the memory.", ("default", *DTYPES)),
                 io.Combo.Input("size", options=["auto", *PRESETS], default="auto",
                                tooltip="Architecture preset; 'auto' reads it from the tensor shapes."),
+                io.Combo.Input("attention", options=list(BACKENDS), default="auto", optional=True,
+                               tooltip="Attention kernel: 'auto' uses flash-attn or xformers for 16-bit CUDA when "
+                                       "installed, else PyTorch SDPA; 'math' is PyTorch's unfused reference."),
             ],
             outputs=[LipForcingModel.Output(display_name="model")],
         )
 
     @classmethod
-    def execute(cls, model_name: str, weight_dtype: str, size: str) -> io.NodeOutput:
+    def execute(cls, model_name: str, weight_dtype: str, size: str, attention: str = "auto") -> io.NodeOutput:
+        try:
+            check_backend(attention)
+        except ValueError as err:
+            raise LipForcingInputError("attention", str(err)) from err
         load = partial(load_dit, preset=None if size == "auto" else size, dtype=DTYPES.get(weight_dtype))
-        return io.NodeOutput(load_managed("dit", "diffusion_models", model_name, "model_name", load))
+        managed = load_managed("dit", "diffusion_models", model_name, "model_name", load)
+        return io.NodeOutput(dataclasses.replace(managed, attention=attention))
 
 
 class VAELoader(io.ComfyNode):

@@ -52,6 +52,7 @@ class ManagedModel:
     patcher: ModelPatcher
     kind: str
     filename: str
+    attention: str = "auto"  # the DiT's attention backend (lipforcing_core.models.attention)
 
     @property
     def module(self) -> torch.nn.Module:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW
+from lipforcing_core.models.attention import attention_backend
 from lipforcing_core.pipeline import LipSyncPipeline, frames_to_uint8, generation_length, pingpong_indices
 from lipforcing_core.sampling.schedule import STUDENT_T_LIST
 
@@ -95,9 +96,10 @@ class Sampler(io.ComfyNode):
             warnings.simplefilter("ignore")  # the length decision is reported in the UI text below
             info: dict = {}
             try:
-                for chunk in pipeline.stream(frames, audio_embeds, keep, text=context, seed=seed, info=info):
-                    out.append(frames_to_uint8(chunk.frames)[0])
-                    progress.step(chunk.index + 1, preview=out[-1][-1])
+                with attention_backend(managed[0].attention):
+                    for chunk in pipeline.stream(frames, audio_embeds, keep, text=context, seed=seed, info=info):
+                        out.append(frames_to_uint8(chunk.frames)[0])
+                        progress.step(chunk.index + 1, preview=out[-1][-1])
             except ValueError as err:
                 raise LipForcingInputError("faces / audio_embeds / text", str(err)) from err
         summary = (f"{info['output_frames']} frames generated from {info['audio_frames']} audio frames; "

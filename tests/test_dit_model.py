@@ -112,3 +112,23 @@ def test_bfloat16_weights_stay_close_to_float32(model):
     out = fast(c["x"], 0.5, c["y"], c["text"], c["audio"])
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.05)
+
+
+def test_attention_backends_agree_and_are_context_local():
+    from lipforcing_core.models.attention import attention, attention_backend, check_backend
+
+    q, k, v = (torch.randn(2, 10, 3, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    mask = torch.rand(10, 10, generator=torch.Generator().manual_seed(3)) > 0.3
+    mask[:, 0] = True
+    reference = attention(q, k, v, mask)
+    for name in ("sdpa", "math"):
+        with attention_backend(name):
+            torch.testing.assert_close(attention(q, k, v, mask), reference, rtol=0, atol=1e-6)
+            torch.testing.assert_close(attention(q, k, v), attention(q, k, v), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not one of"):
+        check_backend("fastest")
+    with pytest.raises(ValueError, match="not one of"), attention_backend("fastest"):
+        pass
+    from lipforcing_core.models import attention as module
+
+    assert module._backend.get() == "auto"  # the block restored the default

@@ -82,3 +82,18 @@ def test_loaders_in_a_workflow(base):
     workflow["2"]["inputs"]["vae_name"] = "../../etc/passwd"
     with pytest.raises(WorkflowError, match="is not one of"):
         Executor(loaders.NODES).run(workflow)
+
+
+def test_model_loader_refuses_an_attention_backend_that_is_not_installed(monkeypatch):
+    from lipforcing_core.models import attention
+
+    monkeypatch.setattr(attention, "_kernel", lambda name: None)
+    with pytest.raises(LipForcingInputError, match="attention"):
+        loaders.ModelLoader.execute("anything.safetensors", "default", "auto", "flash_attn")
+
+
+def test_model_loader_carries_the_attention_backend_to_the_sampler(base):
+    (model,) = loaders.ModelLoader.execute("tiny_dit.safetensors", "fp32", "auto", "math").args
+    assert model.attention == "math" and model.kind == "dit"
+    (default,) = loaders.ModelLoader.execute("tiny_dit.safetensors", "fp32", "auto").args
+    assert default.attention == "auto"

@@ -1,34 +1,67 @@
 """The one attention function of the DiT, plus the block-causal frame mask of the student.
 
-``attention`` takes ``[B, S, heads, head_dim]`` tensors. It uses flash-attn or xformers when one
-is importable and the inputs are 16-bit CUDA tensors without a mask, and PyTorch SDPA otherwise
-(which also covers CPU and float32, the exact reference path).
+``attention`` takes ``[B, S, heads, head_dim]`` tensors. By default ("auto") it uses flash-attn or
+xformers when one is importable and the inputs are 16-bit CUDA tensors without a mask, and PyTorch
+SDPA otherwise (which also covers CPU and float32, the exact reference path). ``attention_backend``
+picks one for a block of code (context-local, so two runs in one process do not interfere):
+"sdpa" (PyTorch's choice of kernel), "math" (PyTorch's unfused reference kernel), "flash_attn" or
+"xformers" (for the unmasked 16-bit CUDA calls; masked calls always run SDPA).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .rope import chunk_frame_counts
 
 _HALF = (torch.float16, torch.bfloat16)
+BACKENDS = ("auto", "sdpa", "math", "flash_attn", "xformers")
+_MODULES = {"flash_attn": ("flash_attn", "flash_attn_func"), "xformers": ("xformers.ops", "memory_efficient_attention")}
+_backend: ContextVar[str] = ContextVar("lipforcing_attention_backend", default="auto")
 
 
 @cache
-def _fused_kernel():
-    """``fn(q, k, v) -> out`` on ``[B, S, n, d]`` from flash-attn or xformers, or None."""
+def _kernel(name: str):
+    """``fn(q, k, v) -> out`` on ``[B, S, n, d]`` from flash-attn or xformers, or None if not installed."""
+    module, fn = _MODULES[name]
     try:
-        return importlib.import_module("flash_attn").flash_attn_func
-    except ImportError:
-        pass
-    try:
-        return importlib.import_module("xformers.ops").memory_efficient_attention
+        return getattr(importlib.import_module(module), fn)
     except ImportError:
         return None
+
+
+def _fused_kernel(backend: str):
+    if backend == "auto":
+        return _kernel("flash_attn") or _kernel("xformers")
+    return _kernel(backend) if backend in _MODULES else None
+
+
+def check_backend(name: str) -> None:
+    """Raise ``ValueError`` naming the problem if ``name`` is unknown or its package is not installed."""
+    if name not in BACKENDS:
+        raise ValueError(f"attention backend {name!r} is not one of {', '.join(BACKENDS)}")
+    if name in _MODULES and _kernel(name) is None:
+        raise ValueError(f"attention backend {name!r} needs the {name.split('_')[0]} package (CUDA); "
+                         "install it or pick 'auto' / 'sdpa'")
+
+
+@contextmanager
+def attention_backend(name: str) -> Iterator[None]:
+    """Run the DiT's attention with backend ``name`` (see the module docstring) inside the block."""
+    check_backend(name)
+    token = _backend.set(name)
+    try:
+        yield
+    finally:
+        _backend.reset(token)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
@@ -41,9 +74,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     out_dtype = q.dtype
     if bf16_cast and q.dtype not in _HALF:
         q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
-    if mask is None and q.is_cuda and q.dtype in _HALF and _fused_kernel() is not None:
-        return _fused_kernel()(q, k, v).to(out_dtype)
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+    backend = _backend.get()
+    fused = _fused_kernel(backend) if mask is None and q.is_cuda and q.dtype in _HALF else None
+    if fused is not None:
+        return fused(q, k, v).to(out_dtype)
+    args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    if backend == "math":
+        with sdpa_kernel(SDPBackend.MATH):
+            out = F.scaled_dot_product_attention(*args, attn_mask=mask)
+    else:
+        out = F.scaled_dot_product_attention(*args, attn_mask=mask)
     return out.transpose(1, 2).to(out_dtype)
 
 
