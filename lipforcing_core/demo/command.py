@@ -119,6 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.seconds < 0.4:
+        raise SystemExit(f"--seconds {args.seconds}: at least 0.4 s (one 9-frame chunk at 25 fps)")
     seeds = (args.identity, args.source_utterance, args.target_utterance)
     if any(s is not None for s in seeds) and any(s is None for s in seeds):
         raise SystemExit("--identity, --source-utterance and --target-utterance go together")
