@@ -116,13 +116,14 @@ def sync_demo_video(video_path: str | Path, out_path: str | Path, *, audio_path:
     """Lip-sync with the bundled demo model, which takes the whole frame as the face (its domain: the
     64x64 cartoon faces of ``python -m lipforcing_core demo``); the mouth is pasted back at full size."""
     from .demo.dub import dub
-    from .demo.evaluate import keep_mask, load_demo_models
+    from .demo.dit_recipe import pixel_keep_mask
+    from .demo.evaluate import load_demo_models
 
     models = load_demo_models(student=student)
     inputs = read_inputs(video_path, audio_path, models.features)
     size = DEMO_SIZE
     small = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in inputs.frames])
-    keep = keep_mask(size)
+    keep = pixel_keep_mask(size)
     result = dub(models.pipeline(), small, inputs.features, keep, seed=seed)
     h, w = inputs.frames.shape[1:3]
     alpha = cv2.resize(keep.numpy(), (w, h), interpolation=cv2.INTER_LINEAR)[..., None]

@@ -15,7 +15,8 @@ from lipforcing_core.checkpoints import load_dit
 from lipforcing_core.cli import main
 from lipforcing_core.demo import LogMelFeatures
 from lipforcing_core.demo.dub import dub, dubbing_pair, to_uint8
-from lipforcing_core.demo.evaluate import keep_mask, load_demo_models, summarize
+from lipforcing_core.demo.dit_recipe import pixel_keep_mask
+from lipforcing_core.demo.evaluate import load_demo_models, summarize
 from lipforcing_core.demo.recipe import STUDENT_FILE, load_demo_vae, read_metadata
 from lipforcing_core.sync import sync_demo_video
 from lipforcing_core.vae.wan_vae import load_wan_vae
@@ -74,7 +75,7 @@ def test_demo_command_writes_video_strip_and_report(quick, tmp_path):
 def test_dub_keeps_outside_pixels_and_extends_a_short_video(quick):
     models = load_demo_models(**{k: v for k, v in _files(quick).items() if k != "teacher"})
     pair = dubbing_pair(1_000_001, 1_000_002, 1_000_003, duration_s=1.4)
-    keep = keep_mask(64)
+    keep = pixel_keep_mask(64)
     features = models.features(pair.target_audio)[0]  # 35 frames of speech -> 33 output frames
     result = dub(models.pipeline(), pair.source[:20], features, keep)  # 20 frames: ping-pong extended
     assert result.frames.shape == (33, 64, 64, 3) and len(result.chunk_s) == 3

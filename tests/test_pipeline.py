@@ -29,12 +29,7 @@ from lipforcing_core.vae.wan_vae import WanVAE, WanVAEConfig
 SIZE = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread is fastest
 
 
 @pytest.fixture(scope="module")

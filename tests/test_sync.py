@@ -24,12 +24,7 @@ TINY_W2V = Wav2Vec2Config(conv_dim=(16,) * 7, hidden_size=192, num_hidden_layers
                           intermediate_size=32, num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread is fastest
 
 
 @pytest.fixture(scope="module")

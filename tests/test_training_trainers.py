@@ -20,13 +20,7 @@ from lipforcing_core.training.teacher import TeacherTrainer
 FRAMES, HW = 6, (2, 2)  # two chunks of 3 latent frames, one token per frame
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster single-threaded on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread is fastest
 
 
 def clips(n: int = 2) -> InMemoryClips:

@@ -24,7 +24,8 @@ from PIL import Image, ImageDraw
 from ..audio.io import write_wav
 from ..video import write_video
 from .dub import DubbingPair, dub, dubbing_pair, heldout_pairs, to_uint8
-from .evaluate import DemoModels, evaluate_demo, keep_mask, load_demo_models, psnr_u8, sync_scores
+from .dit_recipe import pixel_keep_mask
+from .evaluate import DemoModels, evaluate_demo, load_demo_models, psnr_u8, sync_scores
 
 SCALE = 4  # the 64x64 faces are shown 4x larger
 ROWS = ("source", "dubbed", "ground truth")
@@ -69,7 +70,7 @@ def run_demo(models: DemoModels, pair: DubbingPair, out_dir: Path, *, seed: int 
     if taken and not overwrite:
         raise FileExistsError(f"{out_dir} already holds {', '.join(taken)}; choose another --out or pass --overwrite")
     out_dir.mkdir(parents=True, exist_ok=True)
-    keep = keep_mask(pair.source.shape[1])
+    keep = pixel_keep_mask(pair.source.shape[1])
     features = models.features(pair.target_audio)[0]
     result = dub(models.pipeline(), pair.source, features, keep, seed=seed, on_chunk=progress_bar)
     n = len(result.frames)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..pipeline import LipSyncPipeline, composite_mouth, pixel_mask, teacher_clip
 from ..syncnet import evaluate_sync
+from .dit_recipe import pixel_keep_mask, to_video
 from .dub import DubbingPair, dub, heldout_pairs, to_uint8
 from .syncnet_train import shift_audio
 
@@ -64,13 +65,6 @@ def load_demo_models(student=None, teacher=None, vae=None, syncnet=None, with_te
     )
 
 
-def keep_mask(size: int) -> Tensor:
-    """The demo's binary mouth keep-mask (1 = keep) at ``size``: the LatentSync mask, ``> 0.5``."""
-    from .dit_recipe import pixel_keep_mask
-
-    return pixel_keep_mask(size)
-
-
 def psnr_u8(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> float:
     """PSNR in dB of uint8 frames ``[T, H, W, 3]``, over the pixels where ``region [H, W]`` is 1."""
     err = (a.astype(np.float64) - b.astype(np.float64)) ** 2
@@ -94,7 +88,7 @@ def sync_scores(syncnet, frames: np.ndarray, audio: Tensor) -> dict:
 def evaluate_pair(models: DemoModels, pair: DubbingPair, seed: int = 0) -> dict:
     """Every per-clip number of the module docstring for one (window of a) pair."""
     size = pair.source.shape[1]
-    keep = keep_mask(size)
+    keep = pixel_keep_mask(size)
     mouth = 1 - keep.numpy()
     feats = models.features(pair.target_audio)[0]
     pipe = models.pipeline()
@@ -105,7 +99,7 @@ def evaluate_pair(models: DemoModels, pair: DubbingPair, seed: int = 0) -> dict:
     audio = pair.target_audio[: n * (pair.sample_rate // 25)]
     lips = lips_region(source, truth)
     with torch.no_grad():
-        decoded = models.vae.decode(models.vae.encode(_video(truth)))
+        decoded = models.vae.decode(models.vae.encode(to_video(torch.from_numpy(truth) / 255)))
     outputs = {"": dubbed, "_silent": silent, "_source": source, "_vae": composite_mouth(decoded, source, keep)}
     if models.teacher is not None:
         out = teacher_clip(models.teacher, models.vae, source, feats[:n], keep, seed=seed)
@@ -119,11 +113,6 @@ def evaluate_pair(models: DemoModels, pair: DubbingPair, seed: int = 0) -> dict:
     row |= {f"student_{k}": v for k, v in student.items()} | {f"truth_{k}": v for k, v in gt.items()}
     row["shift_offsets"] = {k: sync_scores(models.syncnet, dubbed, shift_audio(audio, k))["offset"] for k in SHIFTS}
     return row
-
-
-def _video(frames: np.ndarray) -> Tensor:
-    """uint8 ``[T, H, W, 3]`` -> VAE input ``[1, 3, T, H, W]`` in [-1, 1]."""
-    return torch.from_numpy(frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -156,7 +145,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def measure_speed(models: DemoModels, pair: DubbingPair, teacher_steps: int = 50) -> dict:
     """Student and teacher end to end on the same clip, in this process, one after the other."""
-    keep = keep_mask(pair.source.shape[1])
+    keep = pixel_keep_mask(pair.source.shape[1])
     feats = models.features(pair.target_audio)[0]
     pipe = models.pipeline()
     dub(pipe, pair.source[:33], feats[:33], keep)  # warm-up (allocator, kernels)
