@@ -179,3 +179,14 @@ def test_mouth_weight_reweighs_the_reconstruction_loss():
     err = (recon - video).abs() + (recon - video).square()
     expect = (err * weight / weight.mean()).mean()
     assert torch.allclose(weighted, expect) and not torch.allclose(weighted, plain)
+
+
+def test_motion_map_marks_the_pixels_that_change_within_a_window():
+    from lipforcing_core.demo.vae_train import motion_map
+
+    video = torch.zeros(2, 3, 5, 8, 8)
+    video[0, 1, 3, 2, 5] = 0.5  # one pixel of clip 0 changes in one channel and one frame
+    video[1, :, :, 4, 4] = 0.7  # clip 1: a pixel that is bright but static
+    moving = motion_map(video)
+    assert moving.shape == (2, 1, 1, 8, 8)
+    assert moving[0, 0, 0, 2, 5] == 1 and moving.sum() == 1

@@ -11,7 +11,6 @@ teach the offset) and every window of the other clips.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,7 +28,7 @@ from ..syncnet.metrics import (
 from ..syncnet.model import LIP_FRAMES, MFCC_WINDOW
 from .dataset import ClipBank
 from .sync_model import SmallSyncNet, SmallSyncNetConfig
-from .vae_train import training_progress
+from .vae_train import budgeted_steps
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class SyncTrainConfig:
     eval_duration_s: float = 3.0
     seed: int = 0
     log_every: int = 25
-    max_minutes: float | None = 25.0  # wall-clock budget (see vae_train.training_progress)
+    max_minutes: float | None = 25.0  # wall-clock budget (see vae_train.budgeted_steps)
 
 
 def _window_batch(bank: ClipBank, coeffs: Tensor, cfg: SyncTrainConfig, gen: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -88,12 +87,8 @@ def train_syncnet(arch: SmallSyncNetConfig, cfg: SyncTrainConfig, log: Callable[
     model = SmallSyncNet(arch).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     warmup = max(1, cfg.steps // 20)
-    start, losses = time.monotonic(), []
-    for step in range(cfg.steps):
-        done = training_progress(step, cfg.steps, start, cfg.max_minutes)
-        if done >= 1:
-            log(f"syncnet: time budget of {cfg.max_minutes} min used up at step {step}")
-            break
+    losses = []
+    for step, done, minutes in budgeted_steps(cfg.steps, cfg.max_minutes, log, "syncnet"):
         for group in opt.param_groups:  # linear warm-up, cosine decay
             group["lr"] = cfg.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * done))
         frames, mf = _window_batch(bank, coeffs, cfg, gen)
@@ -102,7 +97,6 @@ def train_syncnet(arch: SmallSyncNetConfig, cfg: SyncTrainConfig, log: Callable[
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        minutes = (time.monotonic() - start) / 60
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             log(f"syncnet step {step} loss {losses[-1]:.4f} {minutes:.1f} min")
     return model.eval().requires_grad_(False), losses

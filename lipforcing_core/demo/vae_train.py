@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +35,8 @@ class VAETrainConfig:
     min_lr_fraction: float = 0.05
     kl_weight: float = 1e-6
     mouth_weight: float = 1.0  # loss weight of pixels in the mouth mask (the region the demo regenerates)
+    motion_weight: float = 0.0  # extra loss weight of pixels that change within the window (lips, lids, edges):
+    # the few pixels lip sync is judged on, otherwise outweighed by the static face and background
     sample_posterior: bool = True  # decode mu + sigma * noise (a VAE); False decodes mu, which is what
     # the pipeline encodes to, so the decoder need not average over the posterior noise
     clips: int = 192  # training clips rendered into the bank
@@ -45,16 +47,22 @@ class VAETrainConfig:
     max_minutes: float | None = 35.0  # wall-clock budget: the schedule runs on max(step, time) progress
 
 
-def training_progress(step: int, steps: int, start: float, max_minutes: float | None) -> float:
-    """Fraction of training done: of the steps, or of the wall-clock budget if that runs out first.
+def budgeted_steps(steps: int, max_minutes: float | None, log: Callable[[str], None],
+                   name: str) -> Iterator[tuple[int, float, float]]:
+    """``(step, progress, minutes)`` for ``steps`` steps or until ``max_minutes`` of wall-clock time pass.
 
-    Learning-rate schedules and phase switches follow this, so a run on a slower (or busier) CPU
-    still completes its schedule within ``max_minutes``, only with fewer steps.
+    ``progress`` is the fraction of training done: of the steps, or of the time budget if that runs
+    out first. Learning-rate schedules and phase switches follow it, so a run on a slower (or busier)
+    CPU still completes its schedule within ``max_minutes``, only with fewer steps.
     """
-    done = step / steps
-    if max_minutes is not None:
-        done = max(done, (time.monotonic() - start) / 60 / max_minutes)
-    return done
+    start = time.monotonic()
+    for step in range(steps):
+        minutes = (time.monotonic() - start) / 60
+        done = step / steps if max_minutes is None else max(step / steps, minutes / max_minutes)
+        if done >= 1:
+            log(f"{name}: time budget of {max_minutes} min used up at step {step}")
+            return
+        yield step, done, minutes
 
 
 def decode_raw(model: WanVAE, z: Tensor) -> Tensor:
@@ -65,8 +73,8 @@ def decode_raw(model: WanVAE, z: Tensor) -> Tensor:
 
 def vae_loss(model: WanVAE, video: Tensor, kl_weight: float, weight: Tensor | None = None,
              sample: bool = True) -> tuple[Tensor, Tensor]:
-    """``(loss, reconstruction)`` for a batch ``[B, 3, 1 + 4k, H, W]`` in [-1, 1]; ``weight [H, W]`` weighs
-    the reconstruction error per pixel (mean 1 keeps the loss scale)."""
+    """``(loss, reconstruction)`` for a batch ``[B, 3, 1 + 4k, H, W]`` in [-1, 1]; ``weight`` (``[H, W]`` or
+    broadcastable to ``[B, 1, T, H, W]``) weighs the reconstruction error per pixel (mean 1 keeps the loss scale)."""
     mu, log_var = model.encode_moments(video, model.new_encode_stream())
     log_var = log_var.clamp(-30, 20)
     z = mu + torch.randn_like(mu) * (0.5 * log_var).exp() if sample else mu
@@ -93,6 +101,12 @@ def loss_weight(size: int, mouth_weight: float) -> Tensor:
     return 1 + (mouth_weight - 1) * mouth
 
 
+def motion_map(video: Tensor, threshold: float = 0.1) -> Tensor:
+    """``[B, 1, 1, H, W]``: 1 where a pixel of ``[B, 3, T, H, W]`` changes by more than ``threshold`` within the window."""
+    spread = video.amax(2, keepdim=True) - video.amin(2, keepdim=True)
+    return (spread.amax(1, keepdim=True) > threshold).float()
+
+
 def psnr(a: Tensor, b: Tensor, weight: Tensor | None = None) -> float:
     """PSNR in dB of pixels in [-1, 1] (peak 2), optionally over the pixels where ``weight`` is 1."""
     err = (a - b).square()
@@ -117,24 +131,21 @@ def train_vae(arch: WanVAEConfig, cfg: VAETrainConfig, log: Callable[[str], None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     full_weight = loss_weight(bank.frames.shape[2], cfg.mouth_weight)
     min_lr = cfg.lr * cfg.min_lr_fraction
-    start, losses = time.monotonic(), []
-    for step in range(cfg.steps):
-        done = training_progress(step, cfg.steps, start, cfg.max_minutes)
-        if done >= 1:
-            log(f"vae: time budget of {cfg.max_minutes} min used up at step {step}")
-            break
+    losses = []
+    for step, done, minutes in budgeted_steps(cfg.steps, cfg.max_minutes, log, "vae"):
         for group in opt.param_groups:
             group["lr"] = min_lr + (cfg.lr - min_lr) * 0.5 * (1 + math.cos(math.pi * done))
         video, weight = bank.windows(cfg.batch, cfg.frames, gen), full_weight
         if done < cfg.full_frame_from and cfg.crop < video.shape[-1]:
             video, weight = _random_crop(video, weight, cfg.crop, gen)
+        if cfg.motion_weight:
+            weight = weight * (1 + cfg.motion_weight * motion_map(video))
         loss, recon = vae_loss(model, video, cfg.kl_weight, weight, cfg.sample_posterior)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
-        minutes = (time.monotonic() - start) / 60
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             log(f"vae step {step} loss {losses[-1]:.4f} psnr {psnr(recon.detach(), video):.2f} dB "
                 f"{video.shape[-1]}px {minutes:.1f} min")
@@ -159,11 +170,12 @@ def evaluate_vae(model: WanVAE, bank: ClipBank) -> dict[str, float]:
     """Mean PSNR (dB) of full-clip reconstructions: whole frame, and inside the LatentSync mouth mask."""
     t = _clip_frames(bank)
     mouth = torch.from_numpy(load_mouth_mask(size=bank.frames.shape[2]) < 0.5).float()
-    face, mouth_psnr = [], []
+    face, mouth_psnr, moving = [], [], []
     for i in range(len(bank)):
         video = bank.video(i)[None, :, :t]
         recon = model.decode(model.encode(video))
         face.append(psnr(recon, video))
         mouth_psnr.append(psnr(recon, video, mouth))
+        moving.append(psnr(recon, video, motion_map(video) * mouth))
     return {"psnr_face_db": sum(face) / len(face), "psnr_mouth_db": sum(mouth_psnr) / len(mouth_psnr),
-            "clips": len(bank), "frames_per_clip": t}
+            "psnr_moving_mouth_db": sum(moving) / len(moving), "clips": len(bank), "frames_per_clip": t}
