@@ -51,6 +51,8 @@ def test_train_demo_quick_writes_every_model_and_the_evaluation(quick):
     assert {"sync_gain_ge_3db", "within_1db_of_teacher", "student_ge_25fps", "student_ge_20x_teacher"} <= \
         report["summary"]["checks"].keys()
     assert models.teacher is not None
+    for name in ("teacher", "student"):  # the eval's numbers are written into the shipped DiT files
+        assert read_metadata(files[name])["metrics"]["sync_gain_db"] == report["summary"]["sync_gain_db"]
 
 
 def test_demo_command_writes_video_strip_and_report(quick, tmp_path):

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..checkpoints import CheckpointError, materialize, read_state_dict, stored_config
@@ -46,6 +46,16 @@ def save_weights(model: nn.Module, path: str | Path, **metadata: object) -> None
     meta = {"config": json.dumps(dataclasses.asdict(model.config))}
     meta |= {k: json.dumps(v) for k, v in metadata.items()}
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+
+
+def add_metadata(path: str | Path, **entries: object) -> None:
+    """Rewrite the safetensors file ``path`` with ``entries`` (as JSON) added to its metadata, atomically."""
+    path = Path(path)
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in checkpoint_metadata(path).items()}
+    meta |= {k: json.dumps(v) for k, v in entries.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(load_file(str(path)), str(tmp), metadata=meta)
+    tmp.replace(path)
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:

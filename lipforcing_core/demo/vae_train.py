@@ -1,10 +1,11 @@
 """Train the demo-domain Wan VAE (small preset) from rendered clips, and measure it.
 
-Loss per window: L1 + L2 reconstruction of the decoded reparameterised sample plus a small KL to
-N(0, I), Adam with a cosine learning-rate decay. Most steps see random 32x32 crops (the network is
-convolutional apart from the per-frame attention at the bottleneck, and crops are 4x cheaper on
-CPU); the last steps see whole frames so the bottleneck attention learns the full 8x8 grid.
-Windows are ``1 + 4k`` frames so both the first-frame path and the 4x time grouping are trained.
+Loss per window: L1 + L2 reconstruction (optionally weighted towards the mouth mask) plus a small
+KL to N(0, I), Adam with a cosine learning-rate decay. The decoder sees the posterior mean, or with
+``sample_posterior`` a reparameterised sample. Windows are ``1 + 4k`` frames so both the first-frame
+path and the 4x time grouping are trained; random crops (the network is convolutional apart from the
+per-frame attention at the bottleneck) make steps cheap, and whole frames after ``full_frame_from``
+let the bottleneck attention learn the full 8x8 grid.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ class VAETrainConfig:
     min_lr_fraction: float = 0.05
     kl_weight: float = 1e-6
     mouth_weight: float = 1.0  # loss weight of pixels in the mouth mask (the region the demo regenerates)
-    motion_weight: float = 0.0  # extra loss weight of pixels that change within the window (lips, lids, edges):
-    # the few pixels lip sync is judged on, otherwise outweighed by the static face and background
     sample_posterior: bool = True  # decode mu + sigma * noise (a VAE); False decodes mu, which is what
     # the pipeline encodes to, so the decoder need not average over the posterior noise
     clips: int = 192  # training clips rendered into the bank
@@ -73,8 +72,8 @@ def decode_raw(model: WanVAE, z: Tensor) -> Tensor:
 
 def vae_loss(model: WanVAE, video: Tensor, kl_weight: float, weight: Tensor | None = None,
              sample: bool = True) -> tuple[Tensor, Tensor]:
-    """``(loss, reconstruction)`` for a batch ``[B, 3, 1 + 4k, H, W]`` in [-1, 1]; ``weight`` (``[H, W]`` or
-    broadcastable to ``[B, 1, T, H, W]``) weighs the reconstruction error per pixel (mean 1 keeps the loss scale)."""
+    """``(loss, reconstruction)`` for a batch ``[B, 3, 1 + 4k, H, W]`` in [-1, 1]; ``weight [H, W]`` weighs
+    the reconstruction error per pixel (mean 1 keeps the loss scale)."""
     mu, log_var = model.encode_moments(video, model.new_encode_stream())
     log_var = log_var.clamp(-30, 20)
     z = mu + torch.randn_like(mu) * (0.5 * log_var).exp() if sample else mu
@@ -102,7 +101,8 @@ def loss_weight(size: int, mouth_weight: float) -> Tensor:
 
 
 def motion_map(video: Tensor, threshold: float = 0.1) -> Tensor:
-    """``[B, 1, 1, H, W]``: 1 where a pixel of ``[B, 3, T, H, W]`` changes by more than ``threshold`` within the window."""
+    """``[B, 1, 1, H, W]``: 1 where a pixel of ``[B, 3, T, H, W]`` changes by more than ``threshold`` over time
+    (in the mouth mask: the lips and teeth, the pixels lip sync is judged on)."""
     spread = video.amax(2, keepdim=True) - video.amin(2, keepdim=True)
     return (spread.amax(1, keepdim=True) > threshold).float()
 
@@ -138,8 +138,6 @@ def train_vae(arch: WanVAEConfig, cfg: VAETrainConfig, log: Callable[[str], None
         video, weight = bank.windows(cfg.batch, cfg.frames, gen), full_weight
         if done < cfg.full_frame_from and cfg.crop < video.shape[-1]:
             video, weight = _random_crop(video, weight, cfg.crop, gen)
-        if cfg.motion_weight:
-            weight = weight * (1 + cfg.motion_weight * motion_map(video))
         loss, recon = vae_loss(model, video, cfg.kl_weight, weight, cfg.sample_posterior)
         opt.zero_grad(set_to_none=True)
         loss.backward()
