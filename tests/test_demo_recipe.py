@@ -190,3 +190,19 @@ def test_motion_map_marks_the_pixels_that_change_within_a_window():
     moving = motion_map(video)
     assert moving.shape == (2, 1, 1, 8, 8)
     assert moving[0, 0, 0, 2, 5] == 1 and moving.sum() == 1
+
+
+def test_add_metadata_adds_entries_and_keeps_the_rest_byte_for_byte(tmp_path):
+    from safetensors import safe_open
+
+    from lipforcing_core.demo.recipe import add_metadata
+
+    path = tmp_path / "m.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.arange(3.0)}, str(path), metadata={"preset": '"demo"', "format": "pt"})
+    add_metadata(path, metrics={"gain": 1.5})
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {"preset": '"demo"', "format": "pt", "metrics": '{"gain": 1.5}'}
+        assert torch.equal(f.get_tensor("w"), torch.arange(3.0))
+    assert not list(tmp_path.glob("*.tmp"))

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from ..checkpoints import CheckpointError, materialize, read_state_dict, stored_config
@@ -51,10 +52,11 @@ def save_weights(model: nn.Module, path: str | Path, **metadata: object) -> None
 def add_metadata(path: str | Path, **entries: object) -> None:
     """Rewrite the safetensors file ``path`` with ``entries`` (as JSON) added to its metadata, atomically."""
     path = Path(path)
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in checkpoint_metadata(path).items()}
-    meta |= {k: json.dumps(v) for k, v in entries.items()}
+    with safe_open(str(path), framework="pt") as f:  # raw strings: the other entries are copied byte for byte
+        meta = (f.metadata() or {}) | {k: json.dumps(v) for k, v in entries.items()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(load_file(str(path)), str(tmp), metadata=meta)
+    save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
 
 

@@ -165,7 +165,8 @@ def latent_statistics(model: WanVAE, bank: ClipBank) -> tuple[tuple[float, ...],
 
 @torch.no_grad()
 def evaluate_vae(model: WanVAE, bank: ClipBank) -> dict[str, float]:
-    """Mean PSNR (dB) of full-clip reconstructions: whole frame, and inside the LatentSync mouth mask."""
+    """Mean PSNR (dB) of full-clip reconstructions: whole frame, inside the LatentSync mouth mask, and on
+    the mask's moving pixels (:func:`motion_map`: lips and teeth)."""
     t = _clip_frames(bank)
     mouth = torch.from_numpy(load_mouth_mask(size=bank.frames.shape[2]) < 0.5).float()
     face, mouth_psnr, moving = [], [], []
