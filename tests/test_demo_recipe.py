@@ -21,8 +21,11 @@ from lipforcing_core.demo.recipe import (
 from lipforcing_core.demo.sync_model import SmallSyncNet, SmallSyncNetConfig
 from lipforcing_core.demo.syncnet_train import (
     SyncTrainConfig,
+    _window_batch,
+    clip_mfcc,
     shift_audio,
     train_syncnet,
+    vae_view,
 )
 from lipforcing_core.demo.vae_train import VAETrainConfig, latent_statistics, train_vae
 from lipforcing_core.syncnet import evaluate_sync
@@ -95,6 +98,29 @@ def test_syncnet_recipe_trains_saves_reloads_and_scores(tmp_path):
     result = evaluate_sync(loaded, bank.frames[i], bank.audio[i], vshift=5)
     assert torch.allclose(result.dists, evaluate_sync(model, bank.frames[i], bank.audio[i], vshift=5).dists)
     assert len(result.dists) == 11 and 0 <= result.lse_d <= 2 and -5 <= result.offset <= 5
+
+
+def test_vae_view_is_the_full_clip_reconstruction():
+    bank = ClipBank.render(3, duration_s=0.5, size=32, seed=1)  # 12 frames -> the first 9 are encodable
+    vae = WanVAE(WanVAEConfig(dim=4, num_res_blocks=1)).eval()
+    view = vae_view(vae, bank, batch=2)
+    assert view.frames.shape == (3, 9, 32, 32, 3) and view.frames.dtype == torch.uint8
+    with torch.no_grad():
+        expect = vae.decode(vae.encode(bank.video(2)[None, :, :9]))[0].movedim(0, -1).add(1).mul(127.5)
+    assert (view.frames[2].float() - expect).abs().max() <= 0.5 + 1e-4
+    assert torch.equal(view.audio, bank.audio)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_syncnet_batches_draw_clips_from_the_vae_view_with_its_probability(p):
+    bank = ClipBank.render(2, duration_s=0.5, size=32, seed=1)
+    views = [torch.zeros(2, 9, 32, 32, 3, dtype=torch.uint8), torch.full((2, 9, 32, 32, 3), 255, dtype=torch.uint8)]
+    cfg = SyncTrainConfig(batch=400, window_frames=8, vae_view=p)
+    frames, mf = _window_batch(views, clip_mfcc(bank), cfg, torch.Generator().manual_seed(0))
+    assert frames.shape == (400, 8, 3, 32, 32) and mf.shape == (400, 13, 32)
+    per_clip = frames.flatten(1).mean(1)
+    assert set(per_clip.unique().tolist()) <= {0.0, 1.0}  # whole windows come from one view
+    assert abs(per_clip.mean().item() - p) < 0.08
 
 
 def test_shift_audio_moves_content_by_whole_frames():

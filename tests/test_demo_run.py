@@ -44,10 +44,12 @@ def test_train_demo_quick_writes_every_model_and_the_evaluation(quick):
     models = load_demo_models(**files, with_teacher=True)
     assert load_dit(files["student"]).config.audio_dim == 160
     assert len(read_metadata(files["vae"])["train_history"]) == 2  # both quick VAE phases, chained
+    assert read_metadata(files["syncnet"])["metrics"]["vae_view"]["clips"] == 1  # trained and scored through the VAE
     recipe = json.loads((quick / "run/recipe.json").read_text())
     assert {f"{s}_minutes" for s in ("vae", "syncnet", "prepare", "teacher", "df", "dmd", "eval")} <= recipe.keys()
     report = json.loads((quick / "run/eval.json").read_text())
     assert report["summary"]["clips"] == 1 and report["speed"]["frames"] > 0
+    assert {"vae_offset", "vae_lse_c"} <= report["rows"][0].keys()  # the sync ceiling through the VAE
     assert {"sync_gain_ge_3db", "within_1db_of_teacher", "student_ge_25fps", "student_ge_20x_teacher"} <= \
         report["summary"]["checks"].keys()
     assert models.teacher is not None
@@ -121,9 +123,11 @@ def test_summary_checks_follow_the_acceptance_rules():
     row = {"psnr_lips_db": 30.0, "psnr_lips_silent_db": 26.5, "psnr_lips_teacher_db": 30.8, "psnr_mouth_db": 33.0,
            "psnr_mouth_silent_db": 32.0,
            "psnr_outside_db": 99.0, "student_lse_c": 0.4, "truth_lse_c": 0.5, "student_lse_d": 0.9,
-           "truth_lse_d": 0.8, "student_offset": 1, "shift_offsets": {-3: -3, 3: 2}}
-    checks = summarize([row])["checks"]
-    assert all(checks.values())
+           "truth_lse_d": 0.8, "student_offset": 1, "shift_offsets": {-3: -3, 3: 2},
+           "vae_offset": 0, "vae_lse_c": 0.45, "vae_lse_d": 0.88}
+    summary = summarize([row, row | {"vae_offset": 4}])
+    assert all(summary["checks"].values())
+    assert summary["vae_offset_within_1"] == 0.5 and summary["vae_lse_c_ratio"] == pytest.approx(0.9)
     bad = summarize([row | {"psnr_lips_silent_db": 27.5, "student_lse_c": 0.39, "student_offset": 2,
                             "shift_offsets": {-3: -1, 3: 3}}])["checks"]
     assert not any(bad[k] for k in ("sync_gain_ge_3db", "lse_c_ge_80pct", "offset_0_pm_1", "shift_follows_k"))

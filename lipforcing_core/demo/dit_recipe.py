@@ -150,12 +150,12 @@ def stage_configs(data: str, run_dir: str | Path) -> dict[str, TrainConfig]:
     run = Path(run_dir)
     common = {"preset": PRESET, "data": data, "save_every": 500, "log_every": 25, "grad_clip": 1.0}
     return {
-        "teacher": TeacherConfig(**common, out_dir=str(run / "teacher"), steps=3000, max_minutes=28, batch_size=8, lr=3e-4,
+        "teacher": TeacherConfig(**common, out_dir=str(run / "teacher"), steps=5000, max_minutes=28, batch_size=8, lr=3e-4,
                                  ema_decay=0.999, text_drop=0.0),
         "df": DFConfig(**common, out_dir=str(run / "df"), init=str(run / "teacher.safetensors"), steps=1000, max_minutes=10,
                        batch_size=8, lr=1e-4, ema_decay=0.99),
         "dmd": DMDConfig(**common, out_dir=str(run / "dmd"), init=str(run / "df.safetensors"),
-                         teacher=str(run / "teacher.safetensors"), steps=300, max_minutes=10, batch_size=4, grad_accum=1,
+                         teacher=str(run / "teacher.safetensors"), steps=500, max_minutes=10, batch_size=4, grad_accum=1,
                          lr=2e-5, critic_lr=2e-5, ema_decay=0.99),
     }
 

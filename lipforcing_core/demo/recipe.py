@@ -108,15 +108,21 @@ def train_demo_vae(cfg: VAETrainConfig, out: str | Path = VAE_FILE, *, init: str
     return metrics
 
 
-def train_demo_syncnet(cfg: SyncTrainConfig, out: str | Path = SYNCNET_FILE, *, eval_clips: int = 24) -> dict:
-    """Train, measure and save the demo SyncNet; returns its metrics."""
+def train_demo_syncnet(cfg: SyncTrainConfig, out: str | Path = SYNCNET_FILE, *, eval_clips: int = 24,
+                       vae: str | Path | None = None) -> dict:
+    """Train, measure and save the demo SyncNet (also on the demo VAE file ``vae``'s reconstructions,
+    if given); returns its metrics, on held-out renderings and, with ``vae``, on their reconstructions."""
     from .dataset import ClipBank
-    from .syncnet_train import evaluate_syncnet, train_syncnet
+    from .syncnet_train import evaluate_syncnet, train_syncnet, vae_view
 
     start = time.monotonic()
-    model, losses = train_syncnet(SmallSyncNetConfig(), cfg, lambda s: print(s, flush=True))
+    autoencoder = load_demo_vae(vae) if vae else None
+    model, losses = train_syncnet(SmallSyncNetConfig(), cfg, lambda s: print(s, flush=True), vae=autoencoder)
     minutes = (time.monotonic() - start) / 60
-    metrics = evaluate_syncnet(model, ClipBank.render(eval_clips, "heldout", cfg.eval_duration_s, DEMO_SIZE))
+    heldout = ClipBank.render(eval_clips, "heldout", cfg.eval_duration_s, DEMO_SIZE)
+    metrics = evaluate_syncnet(model, heldout)
+    if autoencoder is not None:
+        metrics["vae_view"] = evaluate_syncnet(model, vae_view(autoencoder, heldout))
     metrics |= {"steps": len(losses), "final_loss": losses[-1], "train_minutes": round(minutes, 1)}
     save_weights(model, out, train=dataclasses.asdict(cfg), metrics=metrics)
     return metrics

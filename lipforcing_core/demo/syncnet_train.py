@@ -6,6 +6,12 @@ the same preprocessing the metrics use (:func:`~lipforcing_core.syncnet.metrics.
 all lip/audio window pairs of the batch: the positive of lip window ``v`` is audio window ``v`` of
 the same clip; the negatives are the same clip's audio at every other offset (the hard ones, which
 teach the offset) and every window of the other clips.
+
+With a VAE given, each sampled clip is shown, with probability ``vae_view``, as the demo VAE
+reconstructs it. Generated mouths only ever reach the SyncNet through that VAE (the metrics on the
+pipeline's output, the stage-2 reward on decoded frames); a SyncNet trained on pristine renderings
+alone keys on detail the VAE does not keep and reads even the VAE's reconstruction of the ground
+truth as out of sync. It is the demo's counterpart of SyncNet v2 learning from compressed broadcast video.
 """
 
 from __future__ import annotations
@@ -28,14 +34,14 @@ from ..syncnet.metrics import (
 from ..syncnet.model import LIP_FRAMES, MFCC_WINDOW
 from .dataset import ClipBank
 from .sync_model import SmallSyncNet, SmallSyncNetConfig
-from .vae_train import budgeted_steps
+from .vae_train import budgeted_steps, clip_frames
 
 
 @dataclass(frozen=True)
 class SyncTrainConfig:
     """Hyper-parameters of :func:`train_syncnet` (defaults: the shipped demo SyncNet)."""
 
-    steps: int = 3000
+    steps: int = 12000
     batch: int = 8  # clips per step
     window_frames: int = 30  # frames of each clip used per step (random start)
     lr: float = 1e-3
@@ -46,20 +52,37 @@ class SyncTrainConfig:
     seed: int = 0
     log_every: int = 25
     max_minutes: float | None = 25.0  # wall-clock budget (see vae_train.budgeted_steps)
+    vae_view: float = 0.5  # probability that a training clip is seen through the VAE (when one is given)
 
 
-def _window_batch(bank: ClipBank, coeffs: Tensor, cfg: SyncTrainConfig, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Random clips and start frames -> (frames [B,F,3,H,W] 0..1, MFCC [B,13,4(F-5)+20]) aligned at frame 0."""
+def _window_batch(views: list[Tensor], coeffs: Tensor, cfg: SyncTrainConfig,
+                  gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random clips and start frames -> (frames [B,F,3,H,W] 0..1, MFCC [B,13,4(F-5)+20]) aligned at frame 0.
+
+    ``views`` holds the clips' frames ``[N,T,H,W,3]`` as rendered and, optionally, as the VAE
+    reconstructs them; each clip of the batch comes from the second with probability ``cfg.vae_view``.
+    """
     n_win = cfg.window_frames - LIP_FRAMES + 1
     cols = 4 * (n_win - 1) + MFCC_WINDOW
-    last_start = min(bank.num_frames - cfg.window_frames, (coeffs.shape[-1] - cols) // 4)
+    num_frames = views[0].shape[1]
+    last_start = min(num_frames - cfg.window_frames, (coeffs.shape[-1] - cols) // 4)
     if last_start < 0:
-        raise ValueError(f"clips of {bank.num_frames} frames are shorter than window_frames = {cfg.window_frames}")
-    idx = torch.randint(len(bank), (cfg.batch,), generator=gen).tolist()
+        raise ValueError(f"clips of {num_frames} frames are shorter than window_frames = {cfg.window_frames}")
+    idx = torch.randint(len(coeffs), (cfg.batch,), generator=gen).tolist()
     starts = torch.randint(last_start + 1, (cfg.batch,), generator=gen).tolist()
-    frames = torch.stack([bank.frames[i, s:s + cfg.window_frames] for i, s in zip(idx, starts, strict=True)])
+    seen = (torch.rand(cfg.batch, generator=gen) < cfg.vae_view).long().tolist() if len(views) > 1 else [0] * cfg.batch
+    frames = torch.stack([views[v][i, s:s + cfg.window_frames] for v, i, s in zip(seen, idx, starts, strict=True)])
     mf = torch.stack([coeffs[i, :, 4 * s:4 * s + cols] for i, s in zip(idx, starts, strict=True)])
     return frames.permute(0, 1, 4, 2, 3).float() / 255, mf
+
+
+@torch.no_grad()
+def vae_view(vae: torch.nn.Module, bank: ClipBank, batch: int = 16) -> ClipBank:
+    """The bank as ``vae`` reconstructs it (full-clip encode and decode of its first 1 + 4k frames)."""
+    t = clip_frames(bank)
+    decoded = [vae.decode(vae.encode(bank.video(slice(i, i + batch))[:, :, :t])) for i in range(0, len(bank), batch)]
+    frames = torch.cat(decoded).movedim(1, -1).add(1).mul(127.5).round().to(torch.uint8)
+    return ClipBank(frames, bank.audio, bank.seeds)
 
 
 def infonce_loss(lip: Tensor, aud: Tensor, temperature: float) -> Tensor:
@@ -76,14 +99,20 @@ def clip_mfcc(bank: ClipBank) -> Tensor:
 
 
 def train_syncnet(arch: SmallSyncNetConfig, cfg: SyncTrainConfig, log: Callable[[str], None] = print,
-                  bank: ClipBank | None = None) -> tuple[SmallSyncNet, list[float]]:
-    """Train a fresh :class:`SmallSyncNet`; returns it (eval mode) and the loss per step."""
+                  bank: ClipBank | None = None, vae: torch.nn.Module | None = None) -> tuple[SmallSyncNet, list[float]]:
+    """Train a fresh :class:`SmallSyncNet` (also on ``vae``'s reconstructions, if given); returns it
+    (eval mode) and the loss per step."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if bank is None:
         bank = ClipBank.render(cfg.clips, "train", cfg.duration_s, arch.lip_size, cfg.seed + 1)
         log(f"syncnet: rendered {len(bank)} training clips of {bank.num_frames} frames")
     coeffs = clip_mfcc(bank)
+    views = [bank.frames]
+    if vae is not None and cfg.vae_view > 0:
+        decoded = vae_view(vae, bank)
+        views = [bank.frames[:, :decoded.num_frames], decoded.frames]
+        log(f"syncnet: {len(bank)} clips also seen through the VAE (p = {cfg.vae_view})")
     model = SmallSyncNet(arch).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     warmup = max(1, cfg.steps // 20)
@@ -91,7 +120,7 @@ def train_syncnet(arch: SmallSyncNetConfig, cfg: SyncTrainConfig, log: Callable[
     for step, done, minutes in budgeted_steps(cfg.steps, cfg.max_minutes, log, "syncnet"):
         for group in opt.param_groups:  # linear warm-up, cosine decay
             group["lr"] = cfg.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * done))
-        frames, mf = _window_batch(bank, coeffs, cfg, gen)
+        frames, mf = _window_batch(views, coeffs, cfg, gen)
         loss = infonce_loss(lip_embeddings(model, frames), audio_embeddings(model, mf), cfg.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()

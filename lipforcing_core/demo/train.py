@@ -5,7 +5,8 @@ Stages (``--only`` picks some; each later stage reads the earlier stages' files 
 1. ``vae``: the demo Wan VAE, through the phases of :data:`VAE_PHASES` (short windows and crops
    first, then whole frames with the mouth weighted, then clip-length windows so the causal
    caches are trained past their transient);
-2. ``syncnet``: the demo SyncNet (InfoNCE over lip/audio windows);
+2. ``syncnet``: the demo SyncNet (InfoNCE over lip/audio windows, of renderings and of their
+   reconstructions by the demo VAE);
 3. ``prepare``: render and VAE-encode the dubbing clips the DiT trains on;
 4. ``teacher``, ``df``, ``dmd``: the bidirectional teacher, stage 1 (diffusion forcing) and stage 2
    (Sync-Window DMD with the SyncNet reward) with the project's trainers;
@@ -55,6 +56,8 @@ VAE_PHASES: tuple[VAETrainConfig, ...] = (
                    max_minutes=10, clips=128),
     VAETrainConfig(steps=5000, batch=2, frames=33, crop=64, mouth_weight=3, lr=5e-4, sample_posterior=False,
                    max_minutes=13, clips=96),
+    VAETrainConfig(steps=5000, batch=1, frames=97, crop=64, mouth_weight=3, lr=3e-4, sample_posterior=False,
+                   max_minutes=16, clips=48, duration_s=4.0),
 )
 
 
@@ -67,6 +70,7 @@ class Recipe:
     prepare: PrepareConfig = PrepareConfig()
     steps: dict | None = None  # {"teacher": n, "df": n, "dmd": n} overrides of the DiT stage configs
     eval_clips: int = 16
+    eval_seconds: float = 3.0
     speed_clip_s: float = 4.0
     vae_eval_clips: int = 12
     syncnet_eval_clips: int = 24
@@ -80,7 +84,7 @@ def quick_recipe() -> Recipe:
         syncnet=SyncTrainConfig(steps=2, batch=2, clips=2, max_minutes=None),
         prepare=PrepareConfig(clips=2, latent_frames=6),
         steps={"teacher": 1, "df": 1, "dmd": 1},
-        eval_clips=1, vae_eval_clips=1, syncnet_eval_clips=1, speed_clip_s=1.4,
+        eval_clips=1, eval_seconds=1.4, vae_eval_clips=1, syncnet_eval_clips=1, speed_clip_s=1.4,
     )
 
 
@@ -104,14 +108,15 @@ def run_recipe(recipe: Recipe, stages: tuple[str, ...], run_dir: Path, weights_d
                 done[f"vae_{i + 1}"] = train_demo_vae(phase, files["vae"], init=init, eval_clips=recipe.vae_eval_clips)
                 init = files["vae"]
         elif stage == "syncnet":
-            done["syncnet"] = train_demo_syncnet(recipe.syncnet, files["syncnet"], eval_clips=recipe.syncnet_eval_clips)
+            done["syncnet"] = train_demo_syncnet(recipe.syncnet, files["syncnet"], eval_clips=recipe.syncnet_eval_clips,
+                                                 vae=files["vae"])
         elif stage == "prepare":
             prepare(load_demo_vae(files["vae"]), data, recipe.prepare, log=log)
         elif stage == "eval":
             from .evaluate import evaluate_demo, load_demo_models
 
             models = load_demo_models(files["student"], files["teacher"], files["vae"], files["syncnet"])
-            done["eval"] = evaluate_demo(models, recipe.eval_clips, window=recipe.prepare.frames,
+            done["eval"] = evaluate_demo(models, recipe.eval_clips, seconds=recipe.eval_seconds,
                                          speed_clip_s=recipe.speed_clip_s, log=log)
             (run_dir / "eval.json").write_text(json.dumps(done["eval"], indent=1))
             metrics = done["eval"]["summary"] | {"speed": done["eval"]["speed"]}
