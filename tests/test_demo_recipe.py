@@ -7,12 +7,15 @@ import dataclasses
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from lipforcing_core.cli import build_parser
 from lipforcing_core.demo.dataset import HELDOUT_BASE, ClipBank, clip_seeds
 from lipforcing_core.face.mask import load_mouth_mask
 from lipforcing_core.demo.recipe import (
     DEMO_VAE,
+    add_metadata,
     load_demo_syncnet,
     load_demo_vae,
     read_metadata,
@@ -131,8 +134,6 @@ def test_shift_audio_moves_content_by_whole_frames():
 
 
 def test_loaders_reject_foreign_files(tmp_path):
-    from safetensors.torch import save_file
-
     from lipforcing_core.checkpoints import CheckpointError
 
     path = tmp_path / "x.safetensors"
@@ -219,13 +220,7 @@ def test_motion_map_marks_the_pixels_that_change_within_a_window():
 
 
 def test_add_metadata_adds_entries_and_keeps_the_rest_byte_for_byte(tmp_path):
-    from safetensors import safe_open
-
-    from lipforcing_core.demo.recipe import add_metadata
-
     path = tmp_path / "m.safetensors"
-    from safetensors.torch import save_file
-
     save_file({"w": torch.arange(3.0)}, str(path), metadata={"preset": '"demo"', "format": "pt"})
     add_metadata(path, metrics={"gain": 1.5})
     with safe_open(str(path), framework="pt") as f:

@@ -37,6 +37,7 @@ from ..syncnet import evaluate_sync
 from .dit_recipe import pixel_keep_mask, to_video
 from .dub import DubbingPair, dub, heldout_pairs, to_uint8
 from .syncnet_train import shift_audio
+from .vae_train import encodable_frames
 
 SHIFTS = (-3, 3)
 
@@ -177,7 +178,7 @@ def evaluate_demo(models: DemoModels, clips: int = 16, seconds: float = 3.0, spe
     """The acceptance report: per-clip rows on ``seconds``-long held-out pairs, their summary, and speed."""
     rows = []
     for i, pair in enumerate(heldout_pairs(clips, seconds, seed=seed)):
-        rows.append(evaluate_pair(models, pair.window(0, 1 + 4 * ((len(pair.source) - 1) // 4)), seed=i))
+        rows.append(evaluate_pair(models, pair.window(0, encodable_frames(len(pair.source))), seed=i))
         log(f"eval {i + 1}/{clips}: lips {rows[-1]['psnr_lips_db']:.2f} dB (silent {rows[-1]['psnr_lips_silent_db']:.2f}, "
             f"teacher {rows[-1].get('psnr_lips_teacher_db', float('nan')):.2f}), offset {rows[-1]['student_offset']}")
     speed = measure_speed(models, heldout_pairs(1, speed_clip_s, seed=seed + 7)[0])

@@ -34,7 +34,7 @@ from ..syncnet.metrics import (
 from ..syncnet.model import LIP_FRAMES, MFCC_WINDOW
 from .dataset import ClipBank
 from .sync_model import SmallSyncNet, SmallSyncNetConfig
-from .vae_train import budgeted_steps, clip_frames
+from .vae_train import budgeted_steps, encodable_frames
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _window_batch(views: list[Tensor], coeffs: Tensor, cfg: SyncTrainConfig,
 @torch.no_grad()
 def vae_view(vae: torch.nn.Module, bank: ClipBank, batch: int = 16) -> ClipBank:
     """The bank as ``vae`` reconstructs it (full-clip encode and decode of its first 1 + 4k frames)."""
-    t = clip_frames(bank)
+    t = encodable_frames(bank.num_frames)
     decoded = [vae.decode(vae.encode(bank.video(slice(i, i + batch))[:, :, :t])) for i in range(0, len(bank), batch)]
     frames = torch.cat(decoded).movedim(1, -1).add(1).mul(127.5).round().to(torch.uint8)
     return ClipBank(frames, bank.audio, bank.seeds)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..face.mask import load_mouth_mask
-from ..vae.wan_vae import DecodeStream, WanVAE, WanVAEConfig
+from ..vae.wan_vae import TIME_FACTOR, DecodeStream, WanVAE, WanVAEConfig
 from .dataset import ClipBank
 
 
@@ -150,15 +150,15 @@ def train_vae(arch: WanVAEConfig, cfg: VAETrainConfig, log: Callable[[str], None
     return model.eval().requires_grad_(False), losses
 
 
-def clip_frames(bank: ClipBank) -> int:
-    """The longest ``1 + 4k`` prefix of the bank's clips (what a full-clip encode takes)."""
-    return 1 + 4 * ((bank.num_frames - 1) // 4)
+def encodable_frames(num_frames: int) -> int:
+    """The longest ``1 + 4k`` prefix of a ``num_frames``-frame clip (what a full-clip encode takes)."""
+    return 1 + TIME_FACTOR * ((num_frames - 1) // TIME_FACTOR)
 
 
 @torch.no_grad()
 def latent_statistics(model: WanVAE, bank: ClipBank) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of the posterior mean over every latent of every clip in ``bank``."""
-    t = clip_frames(bank)
+    t = encodable_frames(bank.num_frames)
     mus = torch.cat([model.encode(bank.video(i)[None, :, :t], normalize=False) for i in range(len(bank))])
     flat = mus.transpose(0, 1).flatten(1)
     return tuple(flat.mean(1).tolist()), tuple(flat.std(1).tolist())
@@ -168,7 +168,7 @@ def latent_statistics(model: WanVAE, bank: ClipBank) -> tuple[tuple[float, ...],
 def evaluate_vae(model: WanVAE, bank: ClipBank) -> dict[str, float]:
     """Mean PSNR (dB) of full-clip reconstructions: whole frame, inside the LatentSync mouth mask, and on
     the mask's moving pixels (:func:`motion_map`: lips and teeth)."""
-    t = clip_frames(bank)
+    t = encodable_frames(bank.num_frames)
     mouth = torch.from_numpy(load_mouth_mask(size=bank.frames.shape[2]) < 0.5).float()
     face, mouth_psnr, moving = [], [], []
     for i in range(len(bank)):
