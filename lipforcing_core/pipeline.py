@@ -381,12 +381,13 @@ class LipSyncPipeline:
 
 @torch.no_grad()
 def teacher_clip(model: LipForcingDiT, vae, frames: Tensor | np.ndarray, audio_emb: Tensor, mask: Tensor | np.ndarray,
-                 *, decoder=None, steps: int = 50, cfg_scale: float = 4.5, shift: float = 5.0, seed: int = 0,
-                 timer: StageTimer | None = None) -> Tensor:
+                 *, decoder=None, steps: int = 50, cfg_scale: float = 4.5, shift: float = 5.0,
+                 seed: int | torch.Generator = 0, timer: StageTimer | None = None) -> Tensor:
     """The bidirectional teacher on a whole clip: encode, ``steps`` CFG Euler steps, decode -> ``[1, 3, n, H, W]``.
 
     ``frames`` (``n = 1 + 4k`` of them) and ``audio_emb [n, D]`` as for :meth:`LipSyncPipeline.stream`;
-    the negative is zero audio and zero text. Stage times go to ``timer``.
+    the negative is zero audio and zero text. ``seed`` as for :meth:`LipSyncPipeline.stream`; stage
+    times go to ``timer``.
     """
     timer = timer or StageTimer()
     dev, dtype = model.patch_embedding.weight.device, model.patch_embedding.weight.dtype
