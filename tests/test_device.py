@@ -9,6 +9,7 @@ device: ``LIPFORCING_TEST_DEVICE`` names it (default ``cuda``).
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -17,6 +18,7 @@ import torch
 from lipforcing_core.demo.dit_recipe import pixel_keep_mask
 from lipforcing_core.demo.dub import dubbing_pair
 from lipforcing_core.demo.evaluate import load_demo_models
+from lipforcing_core.demo.vae_train import psnr
 from lipforcing_core.pipeline import LipSyncPipeline, teacher_clip
 from lipforcing_core.sampling.causal import SeededNoise
 from lipforcing_core.syncnet.model import SyncNetV2
@@ -57,20 +59,12 @@ def pair():
 
 def on(module: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A copy of ``module`` on ``device`` (the CPU reference keeps its own)."""
-    import copy
-
     return copy.deepcopy(module).to(device, dtype)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.float().cpu(), b.float().cpu()
     return float((a - b).norm() / b.norm())
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """dB for frames in [-1, 1]."""
-    mse = float(((a.float().cpu() - b.float().cpu()) ** 2).mean())
-    return 10 * torch.log10(torch.tensor(4.0 / max(mse, 1e-12))).item()
 
 
 def student_frames(demo, pair, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
