@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from lipforcing_core.bench import (
+from lipforcing_core.tools.bench import (
     dit_pass_flops,
     flops_table,
     memory_probe,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lipforcing_core.bench import random_dit
+from lipforcing_core.tools.bench import random_dit
 from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW
 from lipforcing_core.face.mask import load_mouth_mask
 from lipforcing_core.pipeline import (

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from lipforcing_core.audio.wav2vec2 import Wav2Vec2Config, build_model
-from lipforcing_core.bench import random_dit
+from lipforcing_core.tools.bench import random_dit
 from lipforcing_core.checkpoints import CheckpointError
 from lipforcing_core.cli import main
 from lipforcing_core.sync import load_text, mono_or_stereo

@@ -4,7 +4,7 @@ Each mode runs in a fresh process so its peak memory is its own (CPU: peak RSS a
 before encoding; CUDA: ``max_memory_allocated``). Without real weights, a base-960h-sized
 model with seeded random weights stands in (the memory does not depend on the values).
 
-    python -m lipforcing_core.audio.bench --audio clip.wav --seconds 60 --out audio_bench.json
+    python -m lipforcing_core.tools.audio_bench --audio clip.wav --seconds 60 --out audio_bench.json
 """
 
 from __future__ import annotations

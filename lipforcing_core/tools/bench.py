@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import STREAM_FULL, STREAM_WINDOW, CausalSpec, DiTConfig, get_preset
-from .face.mask import load_mouth_mask
-from .models.dit import LipForcingDiT
-from .pipeline import (
+from ..config import STREAM_FULL, STREAM_WINDOW, CausalSpec, DiTConfig, get_preset
+from ..face.mask import load_mouth_mask
+from ..models.dit import LipForcingDiT
+from ..pipeline import (
     SPACE_FACTOR,
     LipSyncPipeline,
     StageTimer,
@@ -47,10 +47,10 @@ from .pipeline import (
     pixel_mask,
     teacher_clip,
 )
-from .sampling.schedule import STUDENT_T_LIST
-from .sampling.teacher import teacher_passes
-from .vae.taehv import TAEHV
-from .vae.wan_vae import WanVAE, WanVAEConfig
+from ..sampling.schedule import STUDENT_T_LIST
+from ..sampling.teacher import teacher_passes
+from ..vae.taehv import TAEHV
+from ..vae.wan_vae import WanVAE, WanVAEConfig
 
 CPU_DEFAULTS = {"size": 128, "chunks": 4, "memory_chunks": (4, 16), "vae_dim": 4, "decoder": "wan"}
 CUDA_DEFAULTS = {"size": 512, "chunks": 7, "memory_chunks": (4, 16), "vae_dim": 96, "decoder": "taehv"}
