@@ -1,8 +1,9 @@
 """Command line front end: ``python -m lipforcing_core <command> ...``.
 
 Each command lives in the module that owns its logic; that module exposes
-``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported lazily so that
-``--help`` and quick commands do not pay for importing every subsystem.
+``add_arguments(parser)`` and ``run(args) -> int``. Building the parser imports every command's
+module (each adds its own options, so ``--help`` shows them all); ``import lipforcing_core``
+alone stays cheap. Benchmarks and checkpoint inspection live in :mod:`lipforcing_core.tools`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("lipforcing_core.tools.bench", "time the streaming student against the 50-step CFG teacher (JSON: fps, TTFF, memory, FLOPs)"),
     "demo": ("lipforcing_core.demo.command", "dub a rendered face to new speech with the bundled demo model (no download)"),
     "sync": ("lipforcing_core.sync", "lip-sync a video to an audio track with the streaming student (writes an mp4)"),
-    "train": ("lipforcing_core.training.command", "train the teacher, the stage-1 DF or stage-2 DMD student, or (train demo) every bundled demo model"),
+    "train": ("lipforcing_core.training.command", "train the teacher, the stage-1 DF or the stage-2 DMD student from a config file"),
+    "train-demo": ("lipforcing_core.demo.train", "retrain every bundled demo model from scratch on CPU (VAE, SyncNet, clips, teacher, DF, DMD, eval)"),
     "analyze": ("lipforcing_core.training.analysis", "teacher ODE analysis: CFG vs no-CFG x0 per step (table + plot)"),
 }
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+FPS = 25  # video frame rate of the released models, their audio features and SyncNet's windows
+TEXT_DIM = 4096  # width of a UMT5-XXL text embedding row, the DiT's text input
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -19,7 +22,7 @@ class DiTConfig:
     num_layers: int
     in_dim: int = 65
     out_dim: int = 16
-    text_dim: int = 4096
+    text_dim: int = TEXT_DIM
     freq_dim: int = 256
     eps: float = 1e-6
     patch_size: tuple[int, int, int] = (1, 2, 2)

@@ -37,16 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import STREAM_WINDOW, CausalSpec
+from .config import FPS, STREAM_WINDOW, TEXT_DIM, CausalSpec
 from .models.dit import LipForcingDiT
 from .sampling.causal import CausalSampler, NoiseSource, SeededNoise
 from .sampling.schedule import STUDENT_T_LIST
 from .sampling.teacher import sample_teacher
+from .vae.wan_vae import SPACE_FACTOR, TIME_FACTOR
 
-FPS = 25
-TIME_FACTOR, SPACE_FACTOR = 4, 8  # Wan VAE compression
 SIZE_MULTIPLE = 16  # VAE x8, then the DiT's 2x2 patches
-TEXT_DIM = 4096
 
 
 # ------------------------------------------------------------------------------------------ lengths

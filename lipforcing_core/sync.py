@@ -19,11 +19,12 @@ import torch
 
 from .audio import encode_audio, load_audio, load_wav2vec2
 from .checkpoints import CheckpointError, load_dit, read_state_dict
-from .config import STREAM_FULL, STREAM_WINDOW
+from .config import FPS, STREAM_FULL, STREAM_WINDOW, TEXT_DIM
 from .face import FaceAligner, load_mouth_mask, paste_back
 from .models.attention import BACKENDS, attention_backend, check_backend
+from .demo.constants import DEMO_SIZE
+from .face.mask import MASK_GRID
 from .pipeline import (
-    FPS,
     LipSyncPipeline,
     frames_to_uint8,
     generation_length,
@@ -33,8 +34,6 @@ from .sampling.schedule import STUDENT_T_LIST
 from .vae import load_taehv, load_wan_vae
 from .video import convert_fps, read_video, write_video
 
-MASK_GRID = 256  # the LatentSync mask's own resolution: the official latent mask is resized from it
-DEMO_SIZE = 64  # the demo model's face size
 
 
 def load_text(path: str | Path | None) -> torch.Tensor | None:
@@ -42,7 +41,7 @@ def load_text(path: str | Path | None) -> torch.Tensor | None:
     if path is None:
         return None
     tensors = [v for v in read_state_dict(path).values() if isinstance(v, torch.Tensor)]
-    if len(tensors) != 1 or tensors[0].ndim not in (2, 3) or tensors[0].shape[-1] != 4096:
+    if len(tensors) != 1 or tensors[0].ndim not in (2, 3) or tensors[0].shape[-1] != TEXT_DIM:
         raise CheckpointError(f"{path}: expected exactly one [1, N, 4096] text embedding tensor, "
                               f"found {[tuple(t.shape) for t in tensors]}")
     return tensors[0] if tensors[0].ndim == 3 else tensors[0][None]

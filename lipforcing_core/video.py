@@ -27,7 +27,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-MODEL_FPS = 25.0
+from .config import FPS as MODEL_FPS  # the rate frames are converted to for the models
+
 _VFR_TOLERANCE = 0.25  # a frame interval off the nominal one by more than this share -> VFR
 
 

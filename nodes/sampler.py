@@ -12,7 +12,8 @@ import warnings
 import numpy as np
 import torch
 
-from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW
+from lipforcing_core.config import FPS, STREAM_FULL, STREAM_WINDOW
+from lipforcing_core.face.mask import MASK_GRID
 from lipforcing_core.models.attention import attention_backend
 from lipforcing_core.pipeline import LipSyncPipeline, frames_to_uint8, generation_length, pingpong_indices
 from lipforcing_core.sampling.schedule import STUDENT_T_LIST
@@ -25,7 +26,6 @@ from .loaders import LipForcingModel, TinyDecoder, WanVAE
 from .memory import expect, load_together
 from .progress import Progress
 
-LATENTSYNC_GRID = 256  # the mouth mask's own resolution; the release resizes the sampler's mask from it
 WINDOWS = {"sliding 7 frames + 1 sink (released)": STREAM_WINDOW, "full causal (memory grows)": STREAM_FULL}
 
 
@@ -143,12 +143,12 @@ class LipSync(io.ComfyNode):
                 face_size: int, text: list | None = None, taew=None) -> io.NodeOutput:
         # the order of the release's `sync`: audio length first, then the frames cut or ping-pong extended
         # to it, aligned, generated with the 256-grid mask and pasted back with the face-size mask
-        embeds, _ = AudioEncode.execute(audio_encoder, audio, 25.0, 0).args
+        embeds, _ = AudioEncode.execute(audio_encoder, audio, FPS, 0).args
         n = generation_length(len(embeds))[1]
         frames = images[torch.from_numpy(pingpong_indices(min(len(images), n), n))]
         faces, alignment = FaceAlign.execute(frames, detector, 0, face_size).args
         t_list = ", ".join(str(t) for t in STUDENT_T_LIST)
-        mask = MouthMask.execute(BUILT_IN_MASK, LATENTSYNC_GRID).args[0]
+        mask = MouthMask.execute(BUILT_IN_MASK, MASK_GRID).args[0]
         generated = Sampler.execute(model, vae, embeds, faces, mask, seed, t_list, next(iter(WINDOWS)), text, taew)
         paste_mask = MouthMask.execute(BUILT_IN_MASK, face_size).args[0]
         pasted = PasteBack.execute(frames, generated.args[0], alignment, paste_mask).args[0]

@@ -1,4 +1,4 @@
-"""The demo end to end: ``train demo --quick`` from scratch, the ``demo`` and ``sync`` commands, the evaluation."""
+"""The demo end to end: ``train-demo --quick`` from scratch, the ``demo`` and ``sync`` commands, the evaluation."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from lipforcing_core.demo import LogMelFeatures
 from lipforcing_core.demo.dub import dub, dubbing_pair, to_uint8
 from lipforcing_core.demo.dit_recipe import pixel_keep_mask
 from lipforcing_core.demo.evaluate import load_demo_models, summarize
-from lipforcing_core.demo.recipe import STUDENT_FILE, load_demo_vae, read_metadata
+from lipforcing_core.demo.constants import STUDENT_FILE
+from lipforcing_core.demo.recipe import load_demo_vae, read_metadata
 from lipforcing_core.sync import sync_demo_video
 from lipforcing_core.vae.wan_vae import load_wan_vae
 from lipforcing_core.video import read_video
@@ -27,7 +28,7 @@ from lipforcing_core.video import read_video
 def quick(tmp_path_factory):
     """Every demo model trained from scratch for a few steps by the real command, and its run dir."""
     root = tmp_path_factory.mktemp("demo")
-    assert main(["train", "demo", "--quick", "--run-dir", str(root / "run"), "--weights-dir", str(root / "w"),
+    assert main(["train-demo", "--quick", "--run-dir", str(root / "run"), "--weights-dir", str(root / "w"),
                  "--threads", "1"]) == 0
     return root
 
@@ -106,7 +107,7 @@ def test_sync_demo_mode_pastes_the_mouth_into_a_larger_video(quick, tmp_path):
 
 def test_sync_without_flags_uses_the_bundled_student(tmp_path):
     if not STUDENT_FILE.is_file():
-        pytest.fail(f"the bundled demo student {STUDENT_FILE} is missing: train it with `train demo`")
+        pytest.fail(f"the bundled demo student {STUDENT_FILE} is missing: train it with `train-demo`")
     pair = dubbing_pair(1_000_007, 1_000_008, 1_000_009, duration_s=1.4)
     from lipforcing_core.video import write_video
 

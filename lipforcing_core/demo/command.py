@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..audio.io import write_wav
+from ..config import FPS
 from ..video import write_video
 from .dub import DubbingPair, dub, dubbing_pair, heldout_pairs, to_uint8
 from .dit_recipe import pixel_keep_mask
@@ -75,10 +76,10 @@ def run_demo(models: DemoModels, pair: DubbingPair, out_dir: Path, *, seed: int 
     result = dub(models.pipeline(), pair.source, features, keep, seed=seed, on_chunk=progress_bar)
     n = len(result.frames)
     source, truth = to_uint8(pair.source)[:n], to_uint8(pair.target)[:n]
-    audio = pair.target_audio[: n * (pair.sample_rate // 25)]
-    video = write_video(out_dir / "out.mp4", side_by_side(source, result.frames, truth), 25.0,
+    audio = pair.target_audio[: n * (pair.sample_rate // FPS)]
+    video = write_video(out_dir / "out.mp4", side_by_side(source, result.frames, truth), FPS,
                         audio[None].numpy(), pair.sample_rate, overwrite=overwrite)
-    write_video(out_dir / "source.mp4", upscale(to_uint8(pair.source)), 25.0, pair.source_audio[None].numpy(),
+    write_video(out_dir / "source.mp4", upscale(to_uint8(pair.source)), FPS, pair.source_audio[None].numpy(),
                 pair.sample_rate, overwrite=overwrite)
     write_wav(out_dir / "speech.wav", pair.target_audio.numpy(), pair.sample_rate, overwrite=overwrite)
     strip = out_dir / "strip.png"
@@ -86,7 +87,7 @@ def run_demo(models: DemoModels, pair: DubbingPair, out_dir: Path, *, seed: int 
     mouth = 1 - keep.numpy()
     report = {
         "seeds": {"identity": pair.seeds[0], "source_utterance": pair.seeds[1], "target_utterance": pair.seeds[2]},
-        "frames": n, "fps_video": 25, "size": list(pair.source.shape[1:3]),
+        "frames": n, "fps_video": FPS, "size": list(pair.source.shape[1:3]),
         "sync": {"dubbed": sync_scores(models.syncnet, result.frames, audio),
                  "ground_truth": sync_scores(models.syncnet, truth, audio),
                  "source_with_new_speech": sync_scores(models.syncnet, source, audio)},

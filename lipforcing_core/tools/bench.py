@@ -39,7 +39,6 @@ from ..config import STREAM_FULL, STREAM_WINDOW, CausalSpec, DiTConfig, get_pres
 from ..face.mask import load_mouth_mask
 from ..models.dit import LipForcingDiT
 from ..pipeline import (
-    SPACE_FACTOR,
     LipSyncPipeline,
     StageTimer,
     composite_mouth,
@@ -50,7 +49,7 @@ from ..pipeline import (
 from ..sampling.schedule import STUDENT_T_LIST
 from ..sampling.teacher import teacher_passes
 from ..vae.taehv import TAEHV
-from ..vae.wan_vae import WanVAE, WanVAEConfig
+from ..vae.wan_vae import SPACE_FACTOR, WanVAE, WanVAEConfig
 
 CPU_DEFAULTS = {"size": 128, "chunks": 4, "memory_chunks": (4, 16), "vae_dim": 4, "decoder": "wan"}
 CUDA_DEFAULTS = {"size": 512, "chunks": 7, "memory_chunks": (4, 16), "vae_dim": 96, "decoder": "taehv"}

@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..config import TEXT_DIM
 from ..pipeline import build_y
 
 Clip = dict[str, torch.Tensor]
@@ -81,7 +82,7 @@ def save_clip(path: str | Path, clip: Clip) -> None:
 
 
 def random_clip(frames: int = 6, hw: tuple[int, int] = (4, 4), text_len: int = 8, seed: int = 0,
-                audio_dim: int = 10752, text_dim: int = 4096) -> Clip:
+                audio_dim: int = 10752, text_dim: int = TEXT_DIM) -> Clip:
     """A synthetic clip with the right shapes (smoke tests and dry runs of the trainers)."""
     g = torch.Generator().manual_seed(seed)
     h, w = hw
