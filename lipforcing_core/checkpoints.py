@@ -106,7 +106,7 @@ def materialize(build: Callable[[], ModuleT], state: StateDict, *, what: str,
 # --------------------------------------------------------------------------------------------
 # Lip Forcing DiT checkpoints
 # --------------------------------------------------------------------------------------------
-# Accepted layouts (SPEC §1-2):
+# Accepted layouts (docs/design.md §1):
 # * one merged file (``lipforcing_14b.pth``, ``.safetensors``): flat keys, or nested under
 #   ``{"model": {"net": ...}}`` / ``{"net": ...}``, optionally prefixed ``model.`` / ``_core.``;
 # * Wan2.1-T2V base shards (original or diffusers key names, a list of files, their

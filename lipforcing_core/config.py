@@ -1,7 +1,7 @@
 """Architecture configurations of the Lip Forcing DiT (Wan2.1 / OmniAvatar) with named presets.
 
 The released student and the OmniAvatar-LS teacher share one architecture; only the size differs.
-``tiny`` is the configuration of the golden test vectors (``shared/golden/dit``).
+``tiny`` is the configuration the golden tests use (docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class DiTConfig:
 
 @dataclass(frozen=True)
 class CausalSpec:
-    """How the causal student attends over time (SPEC §4, golden README §4-5).
+    """How the causal student attends over time (docs/design.md §4).
 
     ``local_attn_size`` is the attention window in latent frames (-1: everything before),
     ``sink_size`` leading frames stay visible, ``dynamic_rope`` re-indexes the temporal RoPE

@@ -69,7 +69,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     """Softmax attention with scale ``1/sqrt(head_dim)``; ``mask`` is a boolean ``[Sq, Sk]`` (True = visible).
 
     ``bf16_cast`` reproduces the official student's CPU fallback, which runs q, k, v in bfloat16
-    (the golden ``bf16attn`` variant); the result is cast back to the input dtype.
+    (docs/design.md §2, attention precision); the result is cast back to the input dtype.
     """
     out_dtype = q.dtype
     if bf16_cast and q.dtype not in _HALF:

@@ -66,7 +66,7 @@ def chunk_frame_counts(num_frames: int, chunk_size: int) -> list[int]:
 
 
 def dynamic_rope_indices(num_frames: int, chunk_size: int, local_attn_size: int, sink_size: int) -> torch.Tensor:
-    """Temporal RoPE index per frame in full-sequence mode with dynamic RoPE (golden B2 quirk).
+    """Temporal RoPE index per frame in full-sequence mode with dynamic RoPE (the quirk in docs/design.md §4).
 
     Frame ``f`` gets ``f - ws`` where ``ws = max(0, E - (W - S))`` for the end ``E`` of f's own
     chunk; sink frames keep their absolute index. Without a window the index is absolute.

@@ -1,4 +1,4 @@
-"""The causal student's few-step streaming sampler (SPEC §4, golden/dit cases C and D).
+"""The causal student's few-step streaming sampler (docs/design.md §4).
 
 Per chunk of latent frames: start from the chunk's slice of the clip noise, then for each
 ``t`` of the schedule predict ``x0`` with the cache read-only and, if another step follows,
@@ -11,7 +11,7 @@ two-step ``(0.999, 0.769, 0.0)``; ``len(t_list) - 1`` denoising passes (1-4) per
 
 Noise is a :class:`NoiseSource` so a run can be seeded (:class:`SeededNoise`, the official draw
 order: the whole clip's initial noise first, then one draw per re-noise) or replayed from stored
-tensors (:class:`ReplayNoise`, used to reproduce the golden vectors).
+tensors (:class:`ReplayNoise`, with which tests/test_dit_golden.py replays the reference noise).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class CausalSampler:
                 record: dict[str, Tensor] | None = None) -> Tensor:
         """Denoise one chunk from its starting noise ``x_t``; returns the clean chunk ``x0``.
 
-        ``record`` (optional) receives every intermediate under the golden names
+        ``record`` (optional) receives every intermediate under the names tests/test_dit_golden.py compares:
         ``flow_step{i}``, ``x0_step{i}``, ``xt_step{i}`` (i from 1).
         """
         ts = self.t_list

@@ -1,7 +1,7 @@
 """Lip-sync metrics from SyncNet v2 embeddings.
 
 Two procedures share the network and the offset search but differ in windowing and padding
-(golden/syncnet README §3–§4):
+(docs/design.md §7):
 
 * :func:`evaluate_sync` — syncnet_python's ``SyncNetInstance.evaluate``: the AV offset, LSE-D (min
   mean distance) and LSE-C (median − min) reported in papers. Distances to audio windows beyond the

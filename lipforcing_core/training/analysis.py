@@ -1,6 +1,6 @@
 """Teacher trajectory analysis: where along the teacher's ODE does CFG help sync, and where does it hurt fidelity?
 
-The evidence behind the Sync-Window (SPEC §5, §8): the teacher samples a clip with its CFG Euler
+The evidence behind the Sync-Window (docs/design.md §4, §8): the teacher samples a clip with its CFG Euler
 ODE (shifted times, scale 4.5); at every step the conditional (no-CFG) and the guided x0
 predictions of the same ``x_t`` are compared with the clip's ground-truth latents:
 

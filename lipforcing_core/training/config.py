@@ -1,4 +1,4 @@
-"""Training configurations of the three trainers, as dataclasses with the paper's defaults (SPEC §8).
+"""Training configurations of the three trainers, as dataclasses with the paper's defaults (docs/design.md §8).
 
 A config is read from a JSON or YAML file (keys = field names, unknown keys are an error) and
 can be overridden on the command line with ``--set field=value`` (value parsed as JSON when

@@ -1,6 +1,6 @@
-"""Self-Forcing rollout of the causal student with its KV cache (stage 2, SPEC §8).
+"""Self-Forcing rollout of the causal student with its KV cache (stage 2, docs/design.md §8).
 
-Chunk by chunk, exactly as at inference (SPEC §4): start from ``t_list[0] * eps``, denoise,
+Chunk by chunk, exactly as at inference (docs/design.md §4): start from ``t_list[0] * eps``, denoise,
 re-noise with fresh noise to the next time, ... until the *exit step* (the same for every
 chunk), whose prediction is the chunk's output; then a no-grad pass on the clean chunk at
 ``t = 0`` writes its K/V to the cache (writes are detached). Only the exit-step passes build an
