@@ -1,6 +1,6 @@
 """Streaming lip-sync pipeline: aligned face frames + audio features -> generated frames, chunk by chunk.
 
-This is the official ``run_streaming_pipeline`` (SPEC §4) on our modules. Per chunk of 3 latent
+This is the official streaming loop (docs/design.md §4) on our modules. Per chunk of 3 latent
 frames (video frames 0-8 for the first chunk, then 12 at a time):
 
 1. encode the chunk's masked and unmasked source frames with two independent streaming VAE
@@ -10,7 +10,7 @@ frames (video frames 0-8 for the first chunk, then 12 at a time):
 4. run the ``t = 0`` pass that writes the chunk into the KV cache.
 
 Conditioning ``y`` (49 channels): reference latent repeated | ``1 - mask`` on the latent grid |
-masked-video latents | source-video latents (golden/dit README §3.1).
+masked-video latents | source-video latents (docs/design.md §2, input channels).
 
 Length rule (official ``compute_generation_length``): with ``V`` audio frames (floor of duration x
 25), ``L = 1 + (V - 1) // 4`` latent frames rounded down to a multiple of the chunk size (at least
@@ -186,7 +186,7 @@ class StreamingEncoder:
 
 
 class PrecomputedLatents:
-    """Conditioning from latents computed beforehand (cached training data, golden vectors)."""
+    """Conditioning from latents computed beforehand (cached training data, the golden tests)."""
 
     def __init__(self, masked: Tensor, ref_sequence: Tensor, ref_latent: Tensor | None = None, chunk_size: int = 3):
         self.masked, self.ref_sequence, self.chunk_size = masked, ref_sequence, chunk_size
@@ -338,7 +338,7 @@ class LipSyncPipeline:
         """The chunk loop on latent conditioning: ``source(k) -> (ref_latent, masked, ref_sequence)``.
 
         ``audio_emb`` covers ``1 + 4 (num_frames - 1)`` video frames; ``keep_mask`` is on the latent
-        grid. ``records`` (a list) receives one dict of intermediates per chunk (golden names).
+        grid. ``records`` (a list) receives one dict of intermediates per chunk (the sampler's record names).
         """
         chunk, dev, timer = self.sampler.chunk_size, self.device, self.timer
         if num_frames % chunk:

@@ -132,3 +132,17 @@ def test_attention_backends_agree_and_are_context_local():
     from lipforcing_core.models import attention as module
 
     assert module._backend.get() == "auto"  # the block restored the default
+
+
+def test_init_weights_is_seeded_and_materialises_a_meta_model():
+    """The one random initialisation (benchmarks, tests): seeded, finite, norm scales 1, and it fills a
+    model built on the meta device and moved with ``to_empty`` (how the benchmark makes 14B models)."""
+    with torch.device("meta"):
+        empty = LipForcingDiT(get_preset("tiny"))
+    a = empty.to_empty(device="cpu").init_weights(torch.Generator().manual_seed(1))
+    b = LipForcingDiT(get_preset("tiny")).init_weights(torch.Generator().manual_seed(1))
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.isfinite(p).all() and torch.equal(p, q), name
+    assert a.blocks[0].norm3.weight.eq(1).all()
+    c = LipForcingDiT(get_preset("tiny")).init_weights(torch.Generator().manual_seed(1), affine_std=0.3)
+    assert not c.blocks[0].norm3.weight.eq(1).all() and c.blocks[0].modulation.std() > 0.1

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lipforcing_core.tools.bench import random_dit
-from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW
+from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW, get_preset
 from lipforcing_core.face.mask import load_mouth_mask
+from lipforcing_core.models.dit import LipForcingDiT
 from lipforcing_core.pipeline import (
     LipSyncPipeline,
     PrecomputedLatents,
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
 
 @pytest.fixture(scope="module")
 def dit():
-    return random_dit("tiny", torch.device("cpu"), torch.float32)
+    return LipForcingDiT(get_preset("tiny")).init_weights(torch.Generator().manual_seed(0)).eval().requires_grad_(False)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from lipforcing_core.audio.io import SAMPLE_RATE, prepare_waveform
 from lipforcing_core.audio.wav2vec2 import AudioEncoder
+from lipforcing_core.config import FPS
 
 NORM_EPS = 1e-7
 MIN_FRAMES = 9  # one generation chunk of the student: shorter audio is rejected as a likely mistake
@@ -59,7 +60,7 @@ def features_at(
     encoder: AudioEncoder,
     input_values: Tensor,
     seq_len: int,
-    fps: float = 25.0,
+    fps: float = FPS,
     chunk: int | None = None,
 ) -> Tensor:
     """Features ``[B, seq_len, D]`` of normalised ``[B, N]`` input encoded at exactly ``seq_len`` frames.
@@ -87,7 +88,7 @@ def encode_audio(
     waveform: Tensor,
     sample_rate: int,
     num_frames: int | None = None,
-    fps: float = 25.0,
+    fps: float = FPS,
     chunk: int | None = DEFAULT_CHUNK,
 ) -> Tensor:
     """wav2vec2 features for ``num_frames`` video frames at ``fps`` from any-rate, any-channel audio.

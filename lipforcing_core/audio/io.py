@@ -12,7 +12,6 @@ import math
 import os
 import tempfile
 import wave
-from collections.abc import Mapping
 from pathlib import Path
 
 import av
@@ -54,16 +53,6 @@ def prepare_waveform(waveform: Tensor | np.ndarray, sample_rate: int) -> Tensor:
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ValueError(f"sample_rate: expected a positive integer in Hz, got {sample_rate!r}")
     return resample(as_batch(waveform).mean(1), int(sample_rate))
-
-
-def comfy_audio_to_mono16k(audio: Mapping) -> Tensor:
-    """A ComfyUI AUDIO dict ``{"waveform": [B, C, T], "sample_rate": int}`` → mono 16 kHz ``[B, 1, T]``.
-
-    The result keeps ComfyUI's layout, so it can be passed on as a 16 kHz AUDIO waveform.
-    """
-    if not isinstance(audio, Mapping) or "waveform" not in audio or "sample_rate" not in audio:
-        raise ValueError("audio: expected a ComfyUI AUDIO dict with 'waveform' [B, C, T] and 'sample_rate'")
-    return prepare_waveform(audio["waveform"], audio["sample_rate"])[:, None]
 
 
 def load_audio(path: str | Path, stream: int = 0) -> tuple[Tensor, int]:

@@ -28,7 +28,17 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from .align import points3_from_106
+# InsightFace 2d106det indices of the three alignment groups.
+LEFT_BROW_106 = (43, 48, 49, 51, 50)
+RIGHT_BROW_106 = (101, 102, 103, 104, 105)
+NOSE_106 = (74, 77, 83, 86)
+
+
+def points3_from_106(landmarks: np.ndarray) -> np.ndarray:
+    """[106,2] landmarks -> [3,2] float64 (left brow, right brow, nose), rounded as the official code."""
+    lmk = np.round(np.asarray(landmarks, dtype=np.float64))
+    groups = (LEFT_BROW_106, RIGHT_BROW_106, NOSE_106)
+    return np.round(np.stack([lmk[list(g)].mean(0) for g in groups]))
 
 
 @dataclass

@@ -217,6 +217,28 @@ class LipForcingDiT(nn.Module):
         self.audio_cond_projs = nn.ModuleList(nn.Linear(cfg.audio_hidden, cfg.dim) for _ in range(cfg.num_audio_projs))
         self._rope_tables: dict[torch.device, RopeTables] = {}
 
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator, affine_std: float = 0.0) -> LipForcingDiT:
+        """Seeded random weights, in place, for benchmarks and tests whose results do not depend on
+        trained values; also materialises a model made on the meta device and moved with ``to_empty``.
+
+        Matrices are N(0, 1/fan_in), so activations keep their scale through the layers; the other
+        parameters N(0, 0.02), and the norm scales 1. With ``affine_std > 0`` the norm scales and the
+        modulation tables are N(0, ``affine_std``) instead, so a skipped affine or modulation term
+        shows in the outputs. Returns the model.
+        """
+        for name, p in self.named_parameters():
+            is_norm = name.endswith(("norm3.weight", "norm_q.weight", "norm_k.weight", "norm_out.weight"))
+            if affine_std and (is_norm or "modulation" in name):
+                p.normal_(0.0, affine_std, generator=generator)
+            elif is_norm:
+                p.fill_(1.0)
+            elif p.ndim >= 2 and "modulation" not in name:
+                p.normal_(0.0, p[0].numel() ** -0.5, generator=generator)
+            else:
+                p.normal_(0.0, 0.02, generator=generator)
+        return self
+
     # ----------------------------------------------------------------------------- conditioning
     def rope(self, device: torch.device) -> RopeTables:
         """complex128 RoPE tables on ``device`` (built once per device)."""
@@ -261,8 +283,8 @@ class LipForcingDiT(nn.Module):
                 bf16_attn: bool = False) -> torch.Tensor:
         """Flow prediction over a whole clip: bidirectional (``causal=None``) or block-causal.
 
-        ``bf16_attn`` emulates the official student's bfloat16 cross-attention cast (golden
-        ``bf16attn`` variant); the full-sequence self-attention stays in the model dtype.
+        ``bf16_attn`` emulates the official student's bfloat16 cross-attention cast
+        (docs/design.md §2, attention precision); the full-sequence self-attention stays in the model dtype.
         """
         frames, height, width = x_t.shape[2:]
         h, w = height // self.config.patch_size[1], width // self.config.patch_size[2]

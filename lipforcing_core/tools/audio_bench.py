@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -22,20 +21,16 @@ import torch
 from lipforcing_core.audio.features import DEFAULT_CHUNK, encode_audio
 from lipforcing_core.audio.io import SAMPLE_RATE, load_audio, prepare_waveform
 from lipforcing_core.audio.wav2vec2 import AudioEncoder, load_wav2vec2, random_encoder
+from lipforcing_core.tools.memory import peak_rss_mb, rounded, rss_mb
 
 
 def _encoder(weights: str | None, device: str) -> AudioEncoder:
     return load_wav2vec2(weights, device=device) if weights else random_encoder().to(device)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def _run_mode(weights: str | None, device: str, wave: torch.Tensor, chunk: int | None) -> dict:
     encoder = _encoder(weights, device)
-    start_rss = _rss_mb()
+    start_rss = rss_mb()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         start_cuda = torch.cuda.memory_allocated()
@@ -45,8 +40,8 @@ def _run_mode(weights: str | None, device: str, wave: torch.Tensor, chunk: int |
     result = {
         "chunk": chunk,
         "seconds": round(seconds, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "encode_peak_rss_above_start_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start_rss, 1),
+        "peak_rss_mb": rounded(peak_rss_mb()),
+        "encode_peak_rss_above_start_mb": rounded(None if start_rss is None else peak_rss_mb() - start_rss),
         "output_mb": round(features.numel() * features.element_size() / 2**20, 1),
     }
     if device.startswith("cuda"):

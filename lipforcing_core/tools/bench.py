@@ -27,7 +27,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -50,6 +49,7 @@ from ..sampling.schedule import STUDENT_T_LIST
 from ..sampling.teacher import teacher_passes
 from ..vae.taehv import TAEHV
 from ..vae.wan_vae import SPACE_FACTOR, WanVAE, WanVAEConfig
+from .memory import peak_rss_mb, reset_peak_rss, rounded, rss_mb
 
 CPU_DEFAULTS = {"size": 128, "chunks": 4, "memory_chunks": (4, 16), "vae_dim": 4, "decoder": "wan"}
 CUDA_DEFAULTS = {"size": 512, "chunks": 7, "memory_chunks": (4, 16), "vae_dim": 96, "decoder": "taehv"}
@@ -116,16 +116,7 @@ def random_dit(preset: str, device: torch.device, dtype: torch.dtype, seed: int 
     with torch.device("meta"):
         model = LipForcingDiT(get_preset(preset))
     model = model.to_empty(device=device).to(dtype)
-    gen = torch.Generator(device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("norm3.weight", "norm_q.weight", "norm_k.weight", "norm_out.weight")):
-                p.fill_(1.0)
-            elif p.ndim >= 2 and "modulation" not in name:
-                p.normal_(0.0, p[0].numel() ** -0.5, generator=gen)
-            else:
-                p.normal_(0.0, 0.02, generator=gen)
-    return model.eval().requires_grad_(False)
+    return model.init_weights(torch.Generator(device).manual_seed(seed)).eval().requires_grad_(False)
 
 
 def bench_models(preset: str, device: torch.device, vae_dim: int, decoder: str):
@@ -181,14 +172,6 @@ def run_teacher(model, vae, decoder, frames, audio, mask, steps: int = TEACHER_S
 # ------------------------------------------------------------------------------------------ memory
 
 
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def memory_probe(preset: str, device: str, chunks: int, size: int, vae_dim: int, decoder: str,
                  threads: int | None = None) -> dict:
     """Run the windowed student on a clip of ``chunks`` chunks; return its peak memory (fresh process)."""
@@ -203,12 +186,13 @@ def memory_probe(preset: str, device: str, chunks: int, size: int, vae_dim: int,
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         start = torch.cuda.memory_allocated(dev)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current resident set
-    before = _rss_mb("VmRSS")
+    reset = reset_peak_rss()
+    before = rss_mb()
     for _ in pipe.stream(frames, audio, mask, seed=0):
         pass
-    result |= {"peak_rss_mb": round(_rss_mb("VmHWM"), 1), "peak_rss_rise_mb": round(_rss_mb("VmHWM") - before, 1)}
+    peak = peak_rss_mb()
+    result |= {"peak_rss_mb": rounded(peak), "peak_reset": reset,
+               "peak_rss_rise_mb": rounded(None if peak is None or before is None else peak - before)}
     if dev.type == "cuda":
         result |= {"peak_cuda_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1),
                    "peak_cuda_rise_mb": round((torch.cuda.max_memory_allocated(dev) - start) / 2**20, 1)}
@@ -296,7 +280,7 @@ def bench(preset: str, device: str, decoder: str | None = None, size: int | None
                             "windowed_student": probes,
                             "long_over_short": round(probes[-1][key] / probes[0][key], 3)}
     else:
-        result["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        result["peak_memory_mb"] = rounded(peak_rss_mb())
     return result
 
 

@@ -1,6 +1,6 @@
 """Prepared training clips: cached latents, audio features and text embeddings.
 
-One clip is a dict of tensors (SPEC §8), stored as one ``.safetensors`` file:
+One clip is a dict of tensors (docs/design.md §8), stored as one ``.safetensors`` file:
 
 * ``latents`` ``[16, T, H, W]`` - VAE latents of the aligned 25-fps source video;
 * ``masked_video`` ``[16, T, H, W]`` - latents of the video with the mouth region greyed out;
@@ -22,7 +22,6 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..config import TEXT_DIM
 from ..pipeline import build_y
 
 Clip = dict[str, torch.Tensor]
@@ -79,19 +78,6 @@ class InMemoryClips(torch.utils.data.Dataset):
 def save_clip(path: str | Path, clip: Clip) -> None:
     """Write one prepared clip (contiguous tensors) to ``path``."""
     save_file({k: v.contiguous() for k, v in check_clip(clip).items()}, str(path))
-
-
-def random_clip(frames: int = 6, hw: tuple[int, int] = (4, 4), text_len: int = 8, seed: int = 0,
-                audio_dim: int = 10752, text_dim: int = TEXT_DIM) -> Clip:
-    """A synthetic clip with the right shapes (smoke tests and dry runs of the trainers)."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = hw
-    lat = torch.randn(16, frames, h, w, generator=g)
-    mask = torch.ones(h, w)
-    mask[h // 2:, w // 4: w - w // 4] = 0
-    return dict(latents=lat, masked_video=lat * mask, ref_sequence=lat.clone(), mask=mask,
-                audio=torch.randn(4 * frames - 3, audio_dim, generator=g),
-                text=torch.randn(text_len, text_dim, generator=g))
 
 
 def batch_indices(step: int, global_batch: int, size: int, seed: int) -> list[int]:
