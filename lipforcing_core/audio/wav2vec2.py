@@ -165,12 +165,6 @@ def build_model(config: Wav2Vec2Config) -> Wav2Vec2Model:
     return model.eval()
 
 
-def random_encoder(config: Wav2Vec2Config = PRESETS["base-960h"], seed: int = 0) -> AudioEncoder:
-    """A seeded randomly initialised encoder: stands in for real weights in benchmarks."""
-    torch.manual_seed(seed)
-    return AudioEncoder(build_model(config).requires_grad_(False), config).eval()
-
-
 def hf_to_torchaudio(sd: StateDict) -> StateDict:
     """Rename HF wav2vec2 keys (with or without ``wav2vec2.``) to torchaudio's and bake weight norm.
 

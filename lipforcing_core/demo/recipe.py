@@ -28,7 +28,7 @@ from ..checkpoints import CheckpointError, materialize, read_state_dict, stored_
 from ..checkpoints import read_metadata as checkpoint_metadata
 from ..registry import register_loader
 from ..vae.wan_vae import WanVAE, WanVAEConfig, load_wan_vae
-from .constants import DEMO_SIZE, STUDENT_FILE, SYNCNET_FILE, TEACHER_FILE, VAE_FILE, WEIGHTS_DIR
+from .constants import DEMO_SIZE, SYNCNET_FILE, VAE_FILE
 from .sync_model import SmallSyncNet, SmallSyncNetConfig
 from .syncnet_train import SyncTrainConfig
 from .vae_train import VAETrainConfig

@@ -20,12 +20,17 @@ import torch
 
 from lipforcing_core.audio.features import DEFAULT_CHUNK, encode_audio
 from lipforcing_core.audio.io import SAMPLE_RATE, load_audio, prepare_waveform
-from lipforcing_core.audio.wav2vec2 import AudioEncoder, load_wav2vec2, random_encoder
+from lipforcing_core.audio.wav2vec2 import PRESETS, AudioEncoder, build_model, load_wav2vec2
 from lipforcing_core.tools.memory import peak_rss_mb, rounded, rss_mb
 
 
 def _encoder(weights: str | None, device: str) -> AudioEncoder:
-    return load_wav2vec2(weights, device=device) if weights else random_encoder().to(device)
+    """The real encoder, or a base-960h-sized one with seeded random weights (memory does not depend on them)."""
+    if weights:
+        return load_wav2vec2(weights, device=device)
+    torch.manual_seed(0)
+    config = PRESETS["base-960h"]
+    return AudioEncoder(build_model(config).requires_grad_(False), config).eval().to(device)
 
 
 def _run_mode(weights: str | None, device: str, wave: torch.Tensor, chunk: int | None) -> dict:
