@@ -16,7 +16,7 @@ tensors (:class:`ReplayNoise`, used to reproduce the golden vectors).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Protocol
 
@@ -100,6 +100,39 @@ class ReplayNoise:
         return eps.to(like.device, like.dtype)
 
 
+def denoise_chunk(model: LipForcingDiT, state: StreamState, x_t: Tensor, y: Tensor, t_list: Sequence[float],
+                  start_frame: int, fresh_noise: Callable[[int, Tensor], Tensor], *, exit_step: int | None = None,
+                  bf16_attn: bool = False, record: dict[str, Tensor] | None = None) -> Tensor:
+    """The one denoise-a-chunk loop of the student, shared by inference and the training rollout.
+
+    From ``x_t`` at ``t_list[0]``, step ``i`` predicts ``x0`` with the cache read-only; before
+    the exit step (default: the last denoising time) ``x0`` is re-noised to ``t_list[i + 1]``
+    with ``fresh_noise(i + 1, x0)``. Returns the exit step's ``x0``. If autograd is on when
+    called, only the exit step builds a graph (earlier steps run without one).
+
+    Initial-noise conventions (the caller builds ``x_t``): the streaming sampler starts from the
+    Gaussian draw itself, as the released inference code does (the golden streaming cases pin
+    it), while the training rollout starts from ``t_list[0] * eps``, the forward process
+    ``(1 - t) x0 + t eps`` without its data term, as the official training code does; at
+    ``t_list[0] = 0.999`` the two differ by 0.1 % in scale. Keeping each as its reference has it
+    keeps inference bit-compatible with the goldens and training faithful to the recipe.
+
+    ``record`` receives ``xt_step{i}``, ``flow_step{i}``, ``x0_step{i}`` (i from 1).
+    """
+    last = len(t_list) - 2 if exit_step is None else exit_step
+    grad = torch.is_grad_enabled()
+    for i in range(last + 1):
+        t = t_list[i]
+        with torch.set_grad_enabled(grad and i == last):
+            flow = model.forward_chunk(x_t, t, y, state, start_frame=start_frame, bf16_attn=bf16_attn)
+            x0 = x0_from_flow(x_t, flow, t)
+        if record is not None:
+            record.update({f"xt_step{i + 1}": x_t, f"flow_step{i + 1}": flow, f"x0_step{i + 1}": x0})
+        if i < last:
+            x_t = renoise(x0, fresh_noise(i + 1, x0), t_list[i + 1])
+    return x0
+
+
 class CausalSampler:
     """Few-step chunk denoising and cache commits of a :class:`LipForcingDiT` student.
 
@@ -133,15 +166,8 @@ class CausalSampler:
         ``record`` (optional) receives every intermediate under the golden names
         ``flow_step{i}``, ``x0_step{i}``, ``xt_step{i}`` (i from 1).
         """
-        ts = self.t_list
-        for i, (t, t_next) in enumerate(pairwise(ts), start=1):
-            flow = self.model.forward_chunk(x_t, t, y, state, start_frame=start_frame, bf16_attn=self.bf16_attn)
-            x0 = x0_from_flow(x_t, flow, t)
-            if record is not None:
-                record.update({f"xt_step{i}": x_t, f"flow_step{i}": flow, f"x0_step{i}": x0})
-            if t_next > 0:
-                x_t = renoise(x0, noise.renoise(x0), t_next)
-        return x0
+        return denoise_chunk(self.model, state, x_t, y, self.t_list, start_frame, lambda _, x0: noise.renoise(x0),
+                             bf16_attn=self.bf16_attn, record=record)
 
     @torch.no_grad()
     def commit(self, state: StreamState, x0: Tensor, y: Tensor, start_frame: int,
