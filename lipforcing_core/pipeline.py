@@ -328,14 +328,18 @@ class LipSyncPipeline:
 
     ``vae`` encodes the source frames (and decodes when ``decoder`` is None); ``decoder`` is e.g. a
     :class:`~lipforcing_core.vae.TAEHV`. ``t_list`` is the step schedule (1-4 steps ending in 0),
-    ``spec`` windowed (:data:`STREAM_WINDOW`) or full causal attention.
+    ``spec`` windowed (:data:`STREAM_WINDOW`) or full causal attention. ``timer`` (a
+    :class:`StageTimer`) records per-stage times; without one nothing is timed. ``cuda_graphs``
+    as for :class:`~lipforcing_core.sampling.causal.CausalSampler` (default: on for a windowed
+    student on CUDA).
     """
 
     def __init__(self, model: LipForcingDiT, vae=None, decoder=None, *, t_list=STUDENT_T_LIST,
-                 spec: CausalSpec = STREAM_WINDOW, bf16_attn: bool = False, timer: StageTimer | None = None):
+                 spec: CausalSpec = STREAM_WINDOW, bf16_attn: bool = False, timer: StageTimer | None = None,
+                 cuda_graphs: bool | None = None):
         self.model, self.vae = model, vae
         self.decoder = decoder if decoder is not None else vae
-        self.sampler = CausalSampler(model, t_list, spec, bf16_attn)
+        self.sampler = CausalSampler(model, t_list, spec, bf16_attn, cuda_graphs)
         self.timer = timer
 
     def _stage(self, name: str):

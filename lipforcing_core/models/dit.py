@@ -32,6 +32,7 @@ from torch import nn
 from ..config import STREAM_WINDOW, CausalSpec, DiTConfig
 from .attention import attention, frame_visibility, token_mask
 from .audio_pack import AudioPack
+from .cuda_graphs import Inputs, StreamGraphs
 from .kv_cache import CacheLayout, SelfAttnCache, StreamState
 from .rope import (ChunkRope, RopeTables, apply_rope, apply_rope_real, dynamic_rope_indices, rope_cos_sin,
                    rope_frequencies, rope_tables)
@@ -292,11 +293,14 @@ class LipForcingDiT(nn.Module):
         return self._run(x_t, time, y, self.text_kv(context), audio, plan)
 
     def new_stream(self, context: torch.Tensor, audio_emb: torch.Tensor | None, *, latent_hw: tuple[int, int],
-                   spec: CausalSpec = STREAM_WINDOW, max_frames: int | None = None) -> StreamState:
+                   spec: CausalSpec = STREAM_WINDOW, max_frames: int | None = None,
+                   graphs: StreamGraphs | None = None) -> StreamState:
         """Start streaming one clip: text K/V and the clip's audio terms once, KV caches allocated once.
 
         ``latent_hw`` is the latent (H, W). With a window the cache holds ``spec.local_attn_size``
         frames; full attention (``local_attn_size=-1``) needs ``max_frames`` (the clip length).
+        ``graphs`` (windowed streams): run the no-grad passes through these CUDA graphs; the KV
+        cache and text K/V buffers are then the graphs' own, reused by the next clip.
         """
         if spec.local_attn_size > 0:
             capacity = spec.local_attn_size
@@ -307,10 +311,23 @@ class LipForcingDiT(nn.Module):
         cfg, param = self.config, self.patch_embedding.weight
         height, width = latent_hw
         tokens = (height // cfg.patch_size[1]) * (width // cfg.patch_size[2])
-        layout = CacheLayout(spec, capacity)
-        caches = [SelfAttnCache(context.shape[0], layout, tokens, cfg.num_heads, cfg.head_dim, param.dtype, param.device)
-                  for _ in self.blocks]
-        return StreamState(spec, caches, self.text_kv(context), self.encode_audio(audio_emb), height, width)
+        layout, batch, cross_kv = CacheLayout(spec, capacity), context.shape[0], self.text_kv(context)
+
+        def make_caches() -> list[SelfAttnCache]:
+            return [SelfAttnCache(batch, layout, tokens, cfg.num_heads, cfg.head_dim, param.dtype, param.device)
+                    for _ in self.blocks]
+
+        if graphs is None or not layout.windowed:
+            return StreamState(spec, make_caches(), cross_kv, self.encode_audio(audio_emb), height, width)
+        caches = graphs.buffers(("cache", batch, capacity, tokens, spec, param.dtype), make_caches)
+        for cache in caches:
+            cache.layout = layout
+        text = graphs.buffers(("text", tuple(cross_kv[0][0].shape), param.dtype),
+                              lambda: [(k.clone(), v.clone()) for k, v in cross_kv])
+        for (k_buf, v_buf), (k, v) in zip(text, cross_kv):
+            k_buf.copy_(k)
+            v_buf.copy_(v)
+        return StreamState(spec, caches, text, self.encode_audio(audio_emb), height, width, graphs=graphs)
 
     def forward_chunk(self, x_t: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor, state: StreamState, *,
                       start_frame: int | None = None, write_cache: bool = False,
@@ -333,8 +350,24 @@ class LipForcingDiT(nn.Module):
             audio = state.audio[:, :, start:start + frames]
         _, ph, pw = self.config.patch_size
         grid = (frames, x_t.shape[3] // ph, x_t.shape[4] // pw)
-        plan = StreamPlan(state, self.chunk_rope(state, start, grid, past), grid, start, past, write_cache, bf16_attn)
-        out = self._run(x_t, self.stream_time(state, t, x_t.shape[0], frames), y, state.cross_kv, audio, plan)
+        rope = self.chunk_rope(state, start, grid, past)
+        e, m = self.stream_time(state, t, x_t.shape[0], frames)
+        sink = rope.sink or (None, None)
+        inputs = {"x": x_t, "y": y, "audio": audio, "e": e, "m": m, "cos": rope.chunk[0], "sin": rope.chunk[1],
+                  "sink_cos": sink[0], "sink_sin": sink[1]}
+
+        def run(i: Inputs) -> torch.Tensor:
+            chunk_rope = ChunkRope(rope.key, (i["cos"], i["sin"]),
+                                   None if i["sink_cos"] is None else (i["sink_cos"], i["sink_sin"]))
+            plan = StreamPlan(state, chunk_rope, grid, start, past, write_cache, bf16_attn)
+            return self._run(i["x"], (i["e"], i["m"]), i["y"], state.cross_kv, i["audio"], plan)
+
+        if state.graphs is None or torch.is_grad_enabled():
+            out = run(inputs)
+        else:  # the pass's shape and what it writes; the buffers it reads are the graphs' own
+            keeps_sink = start if write_cache and start < state.layout.sink else None
+            out = state.graphs.run((past, grid, keeps_sink, bf16_attn, id(state.caches[0].k), id(state.cross_kv[0][0])),
+                                   inputs, run)
         if write_cache:
             moves = state.layout.commit(frames)
             for cache in state.caches:

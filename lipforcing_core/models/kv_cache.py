@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import CausalSpec
+from .cuda_graphs import StreamGraphs
 from .rope import ChunkRope
 
 
@@ -153,6 +154,8 @@ class StreamState:
     times: dict[float, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     #: RoPE factors of the chunk being run (built once for its passes)
     rope: ChunkRope | None = None
+    #: CUDA graphs the no-grad passes run through (see models/cuda_graphs.py), or None
+    graphs: StreamGraphs | None = None
 
     @property
     def layout(self) -> CacheLayout:

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..config import STREAM_WINDOW, CausalSpec
 from ..models.dit import LipForcingDiT
+from ..models.cuda_graphs import StreamGraphs
 from ..models.kv_cache import StreamState
 from .schedule import STUDENT_T_LIST, renoise, x0_from_flow
 
@@ -138,11 +139,25 @@ class CausalSampler:
 
     ``spec`` selects windowed (the released :data:`STREAM_WINDOW`) or full causal attention;
     ``bf16_attn`` emulates the official CPU fallback's bfloat16 attention casts.
+    ``cuda_graphs``: run the windowed passes through CUDA graphs (models/cuda_graphs.py), one per
+    window phase, captured on first use and reused by every later clip; None (default) turns
+    them on when the model is on a CUDA device and the attention is windowed.
     """
 
     def __init__(self, model: LipForcingDiT, t_list: Sequence[float] = STUDENT_T_LIST,
-                 spec: CausalSpec = STREAM_WINDOW, bf16_attn: bool = False):
+                 spec: CausalSpec = STREAM_WINDOW, bf16_attn: bool = False, cuda_graphs: bool | None = None):
         self.model, self.t_list, self.spec, self.bf16_attn = model, check_t_list(t_list), spec, bf16_attn
+        self.cuda_graphs = cuda_graphs
+        self.graphs: StreamGraphs | None = None
+
+    def _graphs(self) -> StreamGraphs | None:
+        on_cuda = self.model.patch_embedding.weight.is_cuda
+        wanted = (on_cuda and self.spec.local_attn_size > 0) if self.cuda_graphs is None else self.cuda_graphs
+        if not wanted:
+            return None
+        if self.graphs is None:
+            self.graphs = StreamGraphs(capture=True)
+        return self.graphs
 
     @property
     def chunk_size(self) -> int:
@@ -156,7 +171,8 @@ class CausalSampler:
     def start(self, context: Tensor, audio_emb: Tensor | None, latent_hw: tuple[int, int],
               num_frames: int) -> StreamState:
         """Fresh stream state for one clip of ``num_frames`` latent frames."""
-        return self.model.new_stream(context, audio_emb, latent_hw=latent_hw, spec=self.spec, max_frames=num_frames)
+        return self.model.new_stream(context, audio_emb, latent_hw=latent_hw, spec=self.spec, max_frames=num_frames,
+                                     graphs=self._graphs())
 
     @torch.no_grad()
     def denoise(self, state: StreamState, x_t: Tensor, y: Tensor, noise: NoiseSource, start_frame: int,
