@@ -28,7 +28,8 @@ from .rope import chunk_frame_counts
 
 _HALF = (torch.float16, torch.bfloat16)
 BACKENDS = ("auto", "sdpa", "math", "cudnn", "flash_attn_3", "flash_attn", "xformers")
-_MODULES = {"flash_attn_3": ("flash_attn_interface", "flash_attn_func"), "flash_attn": ("flash_attn", "flash_attn_func"),
+_MODULES = {"flash_attn_3": ("flash_attn_interface", "flash_attn_func"),
+            "flash_attn": ("flash_attn", "flash_attn_func"),
             "xformers": ("xformers.ops", "memory_efficient_attention")}
 _PACKAGES = {"flash_attn_3": "flash-attn 3 (flash_attn_interface)", "flash_attn": "flash-attn", "xformers": "xformers"}
 #: SDPA kernels in order of preference for "auto"/"cudnn" on CUDA (the first that supports the inputs runs)

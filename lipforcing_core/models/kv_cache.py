@@ -51,7 +51,8 @@ class CacheLayout:
         return min(self.sink, self.end_frame)
 
     def past(self, start_frame: int, new_frames: int) -> int:
-        """Slots ``[0, past)`` a chunk of ``new_frames`` at ``start_frame`` attends to; it runs in ``[past, past + new_frames)``.
+        """Slots ``[0, past)`` that a chunk of ``new_frames`` at ``start_frame`` attends to; the chunk
+        itself runs in slots ``[past, past + new_frames)``.
 
         With a window W and sink S the chunk sees the S sink frames plus the newest
         ``W - S - new_frames`` earlier frames; without a window it sees every earlier frame.
