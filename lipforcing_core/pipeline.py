@@ -391,7 +391,7 @@ class LipSyncPipeline:
     def text(self, text: Tensor | None, batch: int) -> Tensor:
         """The text embedding for ``batch`` samples (one zero row when ``text`` is None)."""
         if text is None:
-            text = torch.zeros(1, 1, TEXT_DIM)
+            text = torch.zeros(1, 1, TEXT_DIM, device=self.device, dtype=self.dtype)
         if text.ndim != 3 or text.shape[-1] != TEXT_DIM or text.shape[0] not in (1, batch):
             raise ValueError(f"text: expected a [1, N, {TEXT_DIM}] or [B, N, {TEXT_DIM}] embedding, got {tuple(text.shape)}")
         return text.to(self.device, self.dtype).expand(batch, -1, -1)

@@ -245,6 +245,8 @@ class LipForcingDiT(nn.Module):
         the model timestep is ``1000 t`` in float64.
         """
         device, dtype = self.patch_embedding.weight.device, self.patch_embedding.weight.dtype
+        if isinstance(t, float):  # filled on the device: no host-to-device copy
+            t = torch.full((batch,), t, dtype=torch.float64, device=device)
         t = torch.as_tensor(t, dtype=torch.float64, device=device)
         if t.ndim == 0:
             t = t.expand(batch)

@@ -168,11 +168,16 @@ class CausalSampler:
         """Transformer passes per chunk: the denoising steps plus the cache write."""
         return len(self.t_list)
 
+    @torch.no_grad()
     def start(self, context: Tensor, audio_emb: Tensor | None, latent_hw: tuple[int, int],
               num_frames: int) -> StreamState:
-        """Fresh stream state for one clip of ``num_frames`` latent frames."""
-        return self.model.new_stream(context, audio_emb, latent_hw=latent_hw, spec=self.spec, max_frames=num_frames,
-                                     graphs=self._graphs())
+        """Fresh stream state for one clip of ``num_frames`` latent frames, with the time embeddings of
+        the schedule computed (once per clip, so that no pass builds them)."""
+        state = self.model.new_stream(context, audio_emb, latent_hw=latent_hw, spec=self.spec, max_frames=num_frames,
+                                      graphs=self._graphs())
+        for t in self.t_list:
+            self.model.stream_time(state, t, 1, 1)
+        return state
 
     @torch.no_grad()
     def denoise(self, state: StreamState, x_t: Tensor, y: Tensor, noise: NoiseSource, start_frame: int,
