@@ -207,3 +207,15 @@ def test_graph_path_bookkeeping_on_cpu(model):
     torch.testing.assert_close(again, reference, atol=1e-6, rtol=0)
     assert len(graphs.keys) == 4
     assert [c.k.data_ptr() for c in pipe.sampler.start(clip(3)["text"], None, (H, W), 3).caches] == buffers
+
+
+def test_graphs_are_dropped_when_the_weights_move():
+    from lipforcing_core.models.cuda_graphs import StreamGraphs
+
+    graphs = StreamGraphs(capture=False)
+    graphs.bind((1, 2))
+    graphs.run("pass", {"x": torch.ones(2)}, lambda i: i["x"] * 2)
+    graphs.bind((1, 2))
+    assert len(graphs.keys) == 1
+    graphs.bind((3, 2))
+    assert graphs.keys == []

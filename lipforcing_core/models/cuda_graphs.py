@@ -35,6 +35,14 @@ class StreamGraphs:
         self._graphs: dict[Hashable, tuple[torch.cuda.CUDAGraph | None, Inputs, Tensor | None]] = {}
         self._buffers: dict[Hashable, object] = {}
         self._pool = torch.cuda.graph_pool_handle() if capture else None
+        self._weights: Hashable = None
+
+    def bind(self, weights: Hashable) -> None:
+        """Forget every graph unless ``weights`` (e.g. the parameters' addresses) are those captured:
+        a graph reads its weights where they were, so moved or reloaded weights need new graphs."""
+        if weights != self._weights:
+            self._graphs.clear()
+            self._weights = weights
 
     @property
     def keys(self) -> list[Hashable]:

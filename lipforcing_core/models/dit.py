@@ -198,8 +198,8 @@ class StreamPlan(AttentionPlan):
         cache: SelfAttnCache = self.state.caches[layer]
         q, k_rot = apply_rope_real(q, *self.rope.chunk), apply_rope_real(k, *self.rope.chunk)
         if self.rope.sink is not None:
-            n = cache.sink_k.shape[1]
-            cache.k[:, :n] = apply_rope_real(cache.sink_k, *self.rope.sink)
+            n = self.rope.sink[0].shape[0]  # tokens of the sink frames held
+            cache.k[:, :n] = apply_rope_real(cache.sink_k[:, :n], *self.rope.sink)
         if self.write:
             cache.keep_sink(self.start, k)
         past, end = cache.tokens(0, self.past), cache.tokens(0, self.past + self.frames)
@@ -321,6 +321,7 @@ class LipForcingDiT(nn.Module):
 
         if graphs is None or not layout.windowed:
             return StreamState(spec, make_caches(), cross_kv, self.encode_audio(audio_emb), height, width)
+        graphs.bind(tuple(p.data_ptr() for p in self.parameters()))  # weights moved: recapture
         caches = graphs.buffers(("cache", batch, capacity, tokens, spec, param.dtype), make_caches)
         for cache in caches:
             cache.layout = layout
