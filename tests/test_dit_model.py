@@ -136,14 +136,14 @@ def test_attention_backends_agree_and_are_context_local():
 
 # ------------------------------------------------------------------------------------ streaming fast paths
 def test_float32_rope_matches_the_float64_reference():
-    from lipforcing_core.models.rope import apply_rope, apply_rope_real, rope_cos_sin, rope_frequencies, rope_tables
+    from lipforcing_core.models.rope import apply_rope, apply_rope32, rope_factors32, rope_frequencies, rope_tables
 
     tables = rope_tables(32)
     x = torch.randn(2, 3 * 4 * 5, 2, 32, generator=torch.Generator().manual_seed(0))
     for first in (0, 7, 1000):
         pos = torch.arange(first, first + 3)
         reference = apply_rope(x, rope_frequencies(tables, pos, 4, 5))
-        torch.testing.assert_close(apply_rope_real(x, *rope_cos_sin(32, pos, 4, 5)), reference, atol=2e-6, rtol=0)
+        torch.testing.assert_close(apply_rope32(x, rope_factors32(32, pos, 4, 5)), reference, atol=2e-6, rtol=0)
 
 
 @pytest.mark.parametrize("spec,first", [(STREAM_WINDOW, 3), (STREAM_WINDOW, 5), (CausalSpec(3, 5, 1, False), 3),

@@ -34,7 +34,7 @@ from .attention import attention, frame_visibility, token_mask
 from .audio_pack import AudioPack
 from .cuda_graphs import Inputs, StreamGraphs
 from .kv_cache import CacheLayout, SelfAttnCache, StreamState
-from .rope import (ChunkRope, RopeTables, apply_rope, apply_rope_real, dynamic_rope_indices, rope_cos_sin,
+from .rope import (ChunkRope, RopeTables, apply_rope, apply_rope32, dynamic_rope_indices, rope_factors32,
                    rope_frequencies, rope_tables)
 
 
@@ -196,10 +196,10 @@ class StreamPlan(AttentionPlan):
 
     def attend(self, layer, q, k, v):
         cache: SelfAttnCache = self.state.caches[layer]
-        q, k_rot = apply_rope_real(q, *self.rope.chunk), apply_rope_real(k, *self.rope.chunk)
+        q, k_rot = apply_rope32(q, self.rope.chunk), apply_rope32(k, self.rope.chunk)
         if self.rope.sink is not None:
-            n = self.rope.sink[0].shape[0]  # tokens of the sink frames held
-            cache.k[:, :n] = apply_rope_real(cache.sink_k[:, :n], *self.rope.sink)
+            n = self.rope.sink.shape[0]  # tokens of the sink frames held
+            cache.k[:, :n] = apply_rope32(cache.sink_k[:, :n], self.rope.sink)
         if self.write:
             cache.keep_sink(self.start, k)
         past, end = cache.tokens(0, self.past), cache.tokens(0, self.past + self.frames)
@@ -355,13 +355,10 @@ class LipForcingDiT(nn.Module):
         grid = (frames, x_t.shape[3] // ph, x_t.shape[4] // pw)
         rope = self.chunk_rope(state, start, grid, past)
         e, m = self.stream_time(state, t, x_t.shape[0], frames)
-        sink = rope.sink or (None, None)
-        inputs = {"x": x_t, "y": y, "audio": audio, "e": e, "m": m, "cos": rope.chunk[0], "sin": rope.chunk[1],
-                  "sink_cos": sink[0], "sink_sin": sink[1]}
+        inputs = {"x": x_t, "y": y, "audio": audio, "e": e, "m": m, "rope": rope.chunk, "sink_rope": rope.sink}
 
         def run(i: Inputs) -> torch.Tensor:
-            chunk_rope = ChunkRope(rope.key, (i["cos"], i["sin"]),
-                                   None if i["sink_cos"] is None else (i["sink_cos"], i["sink_sin"]))
+            chunk_rope = ChunkRope(rope.key, i["rope"], i["sink_rope"])
             plan = StreamPlan(state, chunk_rope, grid, start, past, write_cache, bf16_attn)
             return self._run(i["x"], (i["e"], i["m"]), i["y"], state.cross_kv, i["audio"], plan)
 
@@ -384,11 +381,11 @@ class LipForcingDiT(nn.Module):
         if state.rope is not None and state.rope.key == key:
             return state.rope
         dev, hd, theta = self.patch_embedding.weight.device, self.config.head_dim, self.config.rope_theta
-        chunk = rope_cos_sin(hd, torch.arange(start, start + frames, device=dev), h, w, theta)
+        chunk = rope_factors32(hd, torch.arange(start, start + frames, device=dev), h, w, theta)
         sink_held = state.layout.sink_held() if state.spec.dynamic_rope else 0
         sink = None
         if sink_held and past:
-            sink = rope_cos_sin(hd, torch.arange(start - past, start - past + sink_held, device=dev), h, w, theta)
+            sink = rope_factors32(hd, torch.arange(start - past, start - past + sink_held, device=dev), h, w, theta)
         state.rope = ChunkRope(key, chunk, sink)
         return state.rope
 

@@ -7,9 +7,9 @@ chunk offsets and the dynamic (window-relative) positions of the causal student.
 
 Two forms of the same rotation: the reference in float64 complex math (``rope_frequencies`` +
 ``apply_rope``, used by the full-sequence passes the goldens pin) and the streaming fast path,
-float32 ``cos``/``sin`` tables (angles computed in float64, then rounded once) applied with real
-arithmetic (``rope_cos_sin`` + ``apply_rope_real``); the two agree to float32 rounding
-(tests/test_dit_model.py).
+float32 ``cos``/``sin`` pairs (angles computed in float64, each rounded once to float32) held as
+complex64 so that a rotation is one complex multiply (``rope_factors32`` + ``apply_rope32``);
+the two agree to float32 rounding (tests/test_dit_model.py).
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(xc * freqs).flatten(3).to(x.dtype)
 
 
-def rope_cos_sin(head_dim: int, frame_pos: torch.Tensor, height: int, width: int,
-                 theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 ``(cos, sin)`` ``[F*height*width, 1, head_dim/2]`` for tokens ordered (frame, row, col).
+def rope_factors32(head_dim: int, frame_pos: torch.Tensor, height: int, width: int,
+                   theta: float = 10000.0) -> torch.Tensor:
+    """complex64 ``cos + i sin`` ``[F*height*width, 1, head_dim/2]`` for tokens ordered (frame, row, col).
 
     ``frame_pos`` (any device, any length: positions are not limited to a table) holds the
     temporal index of each frame; the tables are built on its device.
@@ -83,14 +83,13 @@ def rope_cos_sin(head_dim: int, frame_pos: torch.Tensor, height: int, width: int
         _angles(dw, torch.arange(width, device=dev), theta).view(1, 1, width, -1).expand(f, height, width, -1),
     )
     angles = torch.cat(parts, dim=-1).reshape(f * height * width, 1, -1)
-    return torch.cos(angles).float(), torch.sin(angles).float()
+    return torch.complex(torch.cos(angles).float(), torch.sin(angles).float())
 
 
-def apply_rope_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [B, S, heads, head_dim]`` by float32 ``cos``/``sin [S, 1, head_dim/2]`` (float32 math)."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    re, im = pairs.unbind(-1)
-    return torch.stack([re * cos - im * sin, re * sin + im * cos], -1).flatten(3).to(x.dtype)
+def apply_rope32(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x [B, S, heads, head_dim]`` by complex64 ``factors [S, 1, head_dim/2]`` (float32 math)."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(xc * factors).flatten(3).to(x.dtype)
 
 
 @dataclass
@@ -99,8 +98,8 @@ class ChunkRope:
     frames in the window) the sink frames at ``s + start - past``; see models/kv_cache.py."""
 
     key: tuple[int, int, int]  # (start, frames, past)
-    chunk: tuple[torch.Tensor, torch.Tensor]
-    sink: tuple[torch.Tensor, torch.Tensor] | None
+    chunk: torch.Tensor  # complex64 factors of the chunk's tokens
+    sink: torch.Tensor | None  # complex64 factors of the sink frames' tokens
 
 
 def chunk_frame_counts(num_frames: int, chunk_size: int) -> list[int]:
