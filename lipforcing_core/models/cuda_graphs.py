@@ -28,7 +28,7 @@ Inputs = dict[str, Tensor | None]
 class StreamGraphs:
     """Captured passes keyed by shape, plus the reusable stream buffers they read."""
 
-    def __init__(self, capture: bool = True, warmup: int = 2):
+    def __init__(self, capture: bool = True, warmup: int = 1):
         if capture and not torch.cuda.is_available():
             raise ValueError("CUDA graphs need a CUDA device; use capture=False (or no graphs) on CPU")
         self.capture, self.warmup = capture, warmup
