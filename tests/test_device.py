@@ -36,7 +36,6 @@ from lipforcing_core.pipeline import (
     chunk_frames,
     composite_mouth,
     composite_mouth_device,
-    pixel_mask,
     teacher_clip,
 )
 from lipforcing_core.sampling.causal import SeededNoise
