@@ -11,7 +11,8 @@ timed separately as ``cache_write``), ``decode`` (streaming decoder, TAEHV by de
 the paste-back into full-resolution frames depends on the source size and is left out).
 
 * ``student_fps`` / ``teacher_fps``: output frames per second of wall time, whole pipeline.
-* ``ttff_s``: seconds from the call to the first decoded frame (the teacher's is its total time).
+* ``ttff_s``: seconds from the call to the first chunk's composited uint8 frames on the host (the teacher's is
+  its total time).
 * ``peak_memory_mb``: peak memory of the windowed student, measured in fresh processes for a
   short and a long clip. CPU: the process's peak resident set (``VmHWM``) and the rise of the
   peak over the resident set just before the run (the peak is reset through
