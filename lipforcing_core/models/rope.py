@@ -6,7 +6,7 @@ Temporal positions are passed explicitly so that the same code serves absolute p
 chunk offsets and the dynamic (window-relative) positions of the causal student.
 
 Two forms of the same rotation: the reference in float64 complex math (``rope_frequencies`` +
-``apply_rope``, used by the full-sequence passes the goldens pin) and the streaming fast path,
+``apply_rope``, used by the full-sequence passes that tests/test_dit_golden.py pins) and the streaming fast path,
 float32 ``cos``/``sin`` pairs (angles computed in float64, each rounded once to float32) held as
 complex64 so that a rotation is one complex multiply (``rope_factors32`` + ``apply_rope32``);
 the two agree to float32 rounding (tests/test_dit_model.py).

@@ -112,11 +112,11 @@ def denoise_chunk(model: LipForcingDiT, state: StreamState, x_t: Tensor, y: Tens
     called, only the exit step builds a graph (earlier steps run without one).
 
     Initial-noise conventions (the caller builds ``x_t``): the streaming sampler starts from the
-    Gaussian draw itself, as the released inference code does (the golden streaming cases pin
-    it), while the training rollout starts from ``t_list[0] * eps``, the forward process
+    Gaussian draw itself, as the released inference code does (tests/test_dit_golden.py pins it
+    with the official streaming vectors), while the training rollout starts from ``t_list[0] * eps``, the forward process
     ``(1 - t) x0 + t eps`` without its data term, as the official training code does; at
     ``t_list[0] = 0.999`` the two differ by 0.1 % in scale. Keeping each as its reference has it
-    keeps inference bit-compatible with the goldens and training faithful to the recipe.
+    keeps inference equal to the official vectors and training faithful to the recipe.
 
     ``record`` receives ``xt_step{i}``, ``flow_step{i}``, ``x0_step{i}`` (i from 1).
     """
