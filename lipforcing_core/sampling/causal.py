@@ -113,11 +113,11 @@ def denoise_chunk(model: LipForcingDiT, state: StreamState, x_t: Tensor, y: Tens
 
     Initial-noise conventions (the caller builds ``x_t``): the streaming sampler starts from the
     Gaussian draw itself, as the released inference code does (tests/test_dit_golden.py pins it
-    with the official streaming vectors), while the training rollout starts from
-    ``t_list[0] * eps``, the forward process ``(1 - t) x0 + t eps`` without its data term, as the
-    official training code does; at ``t_list[0] = 0.999`` the two differ by 0.1 % in scale.
-    Keeping each as its reference has it keeps inference equal to the official vectors and
-    training faithful to the recipe.
+    with the official streaming vectors). The training rollout (training/rollout.py) starts from
+    ``t_list[0] * eps``, the forward process ``(1 - t) x0 + t eps`` at ``t_list[0]`` without its
+    data term, the convention the stage-2 trainer and the shipped demo student were trained and
+    tested with. At ``t_list[0] = 0.999`` the two differ by 0.1 % in scale; each keeps its own so
+    that inference stays equal to the official vectors and training runs stay reproducible.
 
     ``record`` receives ``xt_step{i}``, ``flow_step{i}``, ``x0_step{i}`` (i from 1).
     """
