@@ -154,7 +154,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attention kernel (auto: flash-attn / xformers for 16-bit CUDA when installed, else SDPA)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="DiT dtype (default bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"),
+                        help="DiT, VAE and TAEHV dtype (default bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--face-size", type=int, default=512, help="aligned face size (the released model: 512)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
@@ -183,8 +184,8 @@ def _run(args: argparse.Namespace) -> int:
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     dtype = dtypes[args.dtype] if args.dtype else (torch.float32 if device.type == "cpu" else torch.bfloat16)
     model = load_dit(args.dit, dtype=dtype, device=device)
-    vae = load_wan_vae(args.vae, device=device)
-    decoder = load_taehv(args.taew, device=device) if args.taew else None
+    vae = load_wan_vae(args.vae, dtype=dtype, device=device)  # bf16 on CUDA by default, like the DiT
+    decoder = load_taehv(args.taew, dtype=dtype, device=device) if args.taew else None
     pipe = LipSyncPipeline(model, vae, decoder, t_list=args.t_list,
                            spec=STREAM_FULL if args.full_attention else STREAM_WINDOW)
     info = sync_video(pipe, load_wav2vec2(args.wav2vec, device=device), args.video, args.output,

@@ -66,3 +66,14 @@ def test_memory_probe_fields():
     r = memory_probe("tiny", "cpu", 1, 32, 4, "wan", 1)
     assert r["chunks"] == 1 and r["frames"] == 9
     assert r["peak_rss_mb"] >= r["peak_rss_rise_mb"] >= 0 and r["peak_rss_mb"] > 50
+
+
+def test_bench_student_only_with_fast_paths_off(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--preset", "tiny", "--device", "cpu", "--out", str(out), "--size", "32", "--chunks", "2",
+                 "--teacher-steps", "0", "--threads", "1", "--no-memory", "--no-fast"]) == 0
+    r = json.loads(out.read_text())
+    assert {"device", "preset", "student_fps", "ttff_s", "stages_s"} <= set(r) and "teacher_fps" not in r
+    assert r["device"] == "cpu" and r["preset"] == "tiny" and set(r["stages_s"]) == {"student"}
+    assert r["fast_paths"] == {"enabled": False, "cuda_graphs": False, "cudnn_benchmark": False, "attention": "sdpa",
+                               "composite": "numpy"}
