@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import InputError
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -72,9 +74,15 @@ PRESETS: dict[str, DiTConfig] = {
 }
 
 
+class UnknownPresetError(InputError, KeyError):
+    """A preset name that is not in :data:`PRESETS` (a ``KeyError`` too, as a failed lookup)."""
+
+    __str__ = Exception.__str__  # the message, not KeyError's quoted repr
+
+
 def get_preset(name: str) -> DiTConfig:
     """Return the preset called ``name`` (case-insensitive, e.g. ``"14B"``)."""
     key = name.strip().lower()
     if key not in PRESETS:
-        raise KeyError(f"unknown DiT preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        raise UnknownPresetError(f"unknown DiT preset {name!r}; valid presets: {', '.join(PRESETS)}")
     return PRESETS[key]

@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..audio.io import write_wav
+from ..errors import InputError
 from ..video import write_video
 from .dub import DubbingPair, dub, dubbing_pair, heldout_pairs, to_uint8
 from .dit_recipe import pixel_keep_mask
@@ -121,10 +122,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.seconds < 0.4:
-        raise SystemExit(f"--seconds {args.seconds}: at least 0.4 s (one 9-frame chunk at 25 fps)")
+        raise InputError(f"--seconds {args.seconds}: at least 0.4 s (one 9-frame chunk at 25 fps)")
     seeds = (args.identity, args.source_utterance, args.target_utterance)
     if any(s is not None for s in seeds) and any(s is None for s in seeds):
-        raise SystemExit("--identity, --source-utterance and --target-utterance go together")
+        raise InputError("--identity, --source-utterance and --target-utterance go together")
     pair = dubbing_pair(*seeds, args.seconds) if seeds[0] is not None else heldout_pairs(1, args.seconds, seed=args.seed)[0]
     models = load_demo_models(student=args.student, teacher=args.teacher, with_teacher=args.eval > 0)
     report = run_demo(models, pair, args.out, seed=args.seed, overwrite=args.overwrite)
