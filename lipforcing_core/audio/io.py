@@ -24,6 +24,7 @@ from ..atomic import atomic_output
 from ..errors import InputError
 
 SAMPLE_RATE = 16000
+NOT_FINITE = "holds NaN or infinite samples; expected finite audio in [-1, 1]"
 
 
 def as_batch(waveform: Tensor | np.ndarray, name: str = "waveform") -> Tensor:
@@ -35,7 +36,7 @@ def as_batch(waveform: Tensor | np.ndarray, name: str = "waveform") -> Tensor:
     if x.numel() == 0:
         raise InputError(f"{name}: empty audio (shape {list(x.shape)}); expected at least one sample per channel")
     if not torch.isfinite(x).all():
-        raise InputError(f"{name}: contains NaN or infinite samples; expected finite audio in [-1, 1]")
+        raise InputError(f"{name}: {NOT_FINITE}")
     return x
 
 
@@ -95,7 +96,7 @@ def load_audio(path: str | Path, stream: int = 0) -> tuple[Tensor, int]:
 def checked_audio(audio: np.ndarray, name: str) -> np.ndarray:
     """``audio`` with NaN / infinite samples refused and peaks beyond ±1 scaled down to ±1 (with a warning)."""
     if not np.isfinite(audio).all():
-        raise InputError(f"{name}: holds NaN or infinite samples; expected finite audio in [-1, 1]")
+        raise InputError(f"{name}: {NOT_FINITE}")
     peak = float(np.abs(audio).max(initial=0.0))
     if peak > 1.0:
         warnings.warn(f"{name}: samples peak at {peak:.3g}, beyond [-1, 1]; the audio is scaled down by that "
