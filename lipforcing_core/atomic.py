@@ -28,13 +28,13 @@ def check_target(path: str | Path, overwrite: bool = False) -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"output {path} is a folder; expected a file name")
+        raise InputError(f"{path} is a folder; expected the name of a file to write")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"output {path} exists; choose another name or pass --overwrite "
+        raise OutputExistsError(f"{path} exists; choose another name or pass --overwrite "
                                 "(inputs are never overwritten)")
     folder = next(p for p in path.absolute().parents if p.exists())
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"output {path}: {folder} is not a writable folder")
+        raise InputError(f"{path}: {folder} is not a writable folder")
     return path
 
 

@@ -226,7 +226,7 @@ CASES = [
     Case("video without a face", _sync(video="input/grey.mp4", extra=TINY), "a visible, roughly frontal face",
          face_align_grey, "images", flag="--video"),
     Case("existing -o", _sync(out="taken.mp4"), "exists; choose another name or pass --overwrite", flag="-o"),
-    Case("-o is a folder", _sync(out="input"), "is a folder; expected a file name", flag="-o"),
+    Case("-o is a folder", _sync(out="input"), "is a folder; expected the name of a file to write", flag="-o"),
     Case("-o under a file", _sync(out="a_file/out.mp4"), "is not a writable folder", flag="-o"),
     Case("truncated .safetensors as --dit", _sync(extra="--dit {base}/models/diffusion_models/cut.safetensors"),
          "is not a readable safetensors file", load_model("cut.safetensors"), "model_name", flag="--dit"),
