@@ -7,7 +7,6 @@ and memory-mapped, so reading a 28 GB checkpoint costs address space, not RAM.
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,17 +56,24 @@ def read_state_dict(path: str | Path, device: str = "cpu") -> StateDict:
                 # Legacy (non-zip) pickles cannot be memory-mapped.
                 return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a weight file"
-        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
-            # our own words: torch's message suggests disabling weights_only, which would run the file's code
-            raise CheckpointError(f"{path} is not a plain weights file: it holds Python objects other than "
-                                  "tensors and plain data, so it was not loaded (pickled code is never run); "
-                                  "expected a .safetensors file or a torch state dict") from None
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({_first_line(err)}); expected "
-                              ".safetensors or a torch state dict (.pth/.pt/.bin)") from err
+        raise _unreadable(path, err) from None
 
 
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+def _unreadable(path: Path, err: Exception) -> CheckpointError:
+    """Our own words for a failed ``torch.load``: torch's message for a refused pickle suggests
+    disabling ``weights_only``, which would run the file's code, so it is never passed on."""
+    text = str(err)
+    named = re.search(r"GLOBAL (\S+)", text)
+    if "Weights only load failed" in text and named:
+        return CheckpointError(f"{path} is not a plain weights file: it holds Python objects ({named.group(1)}) "
+                               "besides tensors and plain data, so it was not loaded (pickled code is never run); "
+                               "expected a .safetensors file or a torch state dict")
+    if "Weights only load failed" in text:
+        reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        text = reason.group(1) if reason else "refused by the weights-only loader"
+    reason = (text.strip().splitlines() or [""])[0]
+    return CheckpointError(f"{path} is not a readable torch checkpoint ({type(err).__name__}: {reason}); expected "
+                           ".safetensors or a torch state dict (.pth/.pt/.bin)")
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:

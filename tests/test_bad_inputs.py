@@ -130,7 +130,8 @@ def base(tmp_path_factory, media_root) -> Path:
     (dits / "cut.safetensors").write_bytes(whole[: len(whole) // 2])
     (dits / "empty.safetensors").write_bytes(b"")
     save_file({k: v for k, v in tiny.items() if not k.startswith("audio")}, str(dits / "base.safetensors"))
-    (dits / "evil.pth").write_bytes(pickle.dumps({"weight": Evil(root / "PWNED")}))
+    torch.save({"weight": Evil(root / "PWNED")}, dits / "evil.pth")
+    (dits / "junk.pth").write_bytes(pickle.dumps({"weight": Evil(root / "PWNED")}))  # a raw protocol-5 pickle
     torch.save({"epoch": 3, "note": "no tensors here"}, dits / "plain.pth")
     (dits / "demo_student.safetensors").symlink_to(STUDENT_FILE)
     save_file(WanVAE(WanVAEConfig(dim=4)).state_dict(), str(vaes / "vae.safetensors"))
@@ -233,7 +234,10 @@ CASES = [
     Case("empty .safetensors as --dit", _sync(extra="--dit {base}/models/diffusion_models/empty.safetensors"),
          "is not a readable safetensors file", load_model("empty.safetensors"), "model_name", flag="--dit"),
     Case("pickle with code as --dit", _sync(extra="--dit {base}/models/diffusion_models/evil.pth"),
-         "is not a plain weights file", load_model("evil.pth"), "model_name", flag="--dit"),
+         "is not a plain weights file: it holds Python objects (", load_model("evil.pth"), "model_name",
+         flag="--dit"),
+    Case("raw pickle with code as --dit", _sync(extra="--dit {base}/models/diffusion_models/junk.pth"),
+         "is not a readable torch checkpoint", load_model("junk.pth"), "model_name", flag="--dit"),
     Case("pickle without tensors as --dit", _sync(extra="--dit {base}/models/diffusion_models/plain.pth"),
          "holds no tensors", load_model("plain.pth"), "model_name", flag="--dit"),
     Case("Wan base model as --dit", _sync(extra="--dit {base}/models/diffusion_models/base.safetensors"),

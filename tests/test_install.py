@@ -7,10 +7,11 @@ offline: see the ``bash .ci/run`` job. These tests keep the pieces that make tha
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
 import pytest
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
