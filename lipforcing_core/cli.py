@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import InputError
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -23,8 +29,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): ``error: <prog>: <message>``, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lipforcing_core", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m lipforcing_core", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of expected errors too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
@@ -34,11 +48,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Expected errors (:class:`~lipforcing_core.errors.InputError`, a missing input
+    file, an output in the way) print one line ``error: ...`` on stderr and exit with code 2; a
+    traceback means a bug (``--debug`` shows it for expected errors too)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .checkpoints import CheckpointError
-
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
-    except (CheckpointError, FileNotFoundError, FileExistsError) as err:  # user-facing: no traceback
-        parser.exit(2, f"error: {err}\n")
+        with _one_line_warnings(enabled=not args.debug):
+            return int(importlib.import_module(args._module).run(args) or 0)
+    except (InputError, FileNotFoundError, FileExistsError) as err:
+        if args.debug:
+            raise
+        parser.exit(2, f"error: {_one_line(err)}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "interrupted\n")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+@contextmanager
+def _one_line_warnings(enabled: bool = True) -> Iterator[None]:
+    """Show warnings as ``warning: <message>`` lines on stderr instead of Python's two-line form."""
+    if not enabled:
+        yield
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {_one_line(message)}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import InputError
+
 FPS = 25  # video frame rate of the released models, their audio features and SyncNet's windows
 TEXT_DIM = 4096  # width of a UMT5-XXL text embedding row, the DiT's text input
 
@@ -75,9 +77,15 @@ PRESETS: dict[str, DiTConfig] = {
 }
 
 
+class UnknownPresetError(InputError, KeyError):
+    """A preset name that is not in :data:`PRESETS` (a ``KeyError`` too, as a failed lookup)."""
+
+    __str__ = Exception.__str__  # the message, not KeyError's quoted repr
+
+
 def get_preset(name: str) -> DiTConfig:
     """Return the preset called ``name`` (case-insensitive, e.g. ``"14B"``)."""
     key = name.strip().lower()
     if key not in PRESETS:
-        raise KeyError(f"unknown DiT preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        raise UnknownPresetError(f"unknown DiT preset {name!r}; valid presets: {', '.join(PRESETS)}")
     return PRESETS[key]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from .audio import encode_audio, load_audio, load_wav2vec2
 from .checkpoints import CheckpointError, load_dit, read_state_dict
 from .config import FPS, STREAM_FULL, STREAM_WINDOW, TEXT_DIM
+from .errors import InputError
 from .face import FaceAligner, load_mouth_mask, paste_back
 from .models.attention import BACKENDS, attention_backend, check_backend
 from .demo.constants import DEMO_SIZE
@@ -30,6 +32,7 @@ from .pipeline import (
     generation_length,
     pingpong_indices,
 )
+from .preflight import check_sync
 from .sampling.schedule import STUDENT_T_LIST
 from .vae import load_taehv, load_wan_vae
 from .video import convert_fps, read_video, write_video
@@ -164,30 +167,34 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_backend(args.attention)
     except ValueError as err:
-        raise SystemExit(f"--attention: {err}") from err
+        raise InputError(f"--attention: {err}") from err
     with attention_backend(args.attention):
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
+    check_sync(args)  # output, media, audio, model files (headers) and a face: before anything is loaded
     if args.dit is None:
         if args.vae or args.wav2vec or args.taew:
-            raise SystemExit("--vae/--wav2vec/--taew go with --dit (a released checkpoint); without --dit the "
+            raise InputError("--vae/--wav2vec/--taew go with --dit (a released checkpoint); without --dit the "
                              "bundled demo model runs")
+        print("sync: generating with the bundled demo model ...", file=sys.stderr)
         info = sync_demo_video(args.video, args.output, audio_path=args.audio, seed=args.seed, overwrite=args.overwrite)
         print(f"wrote {info['output']}: {info['frames']} frames at {FPS} fps with the demo model "
               f"(video {info['video_adjust']}, generation {info['fps_generation']:.1f} fps)")
         return 0
     if not (args.vae and args.wav2vec):
-        raise SystemExit("--dit needs --vae (the Wan2.1 VAE) and --wav2vec (wav2vec2-base-960h)")
+        raise InputError("--dit needs --vae (the Wan2.1 VAE) and --wav2vec (wav2vec2-base-960h)")
     device = torch.device(args.device)
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     dtype = dtypes[args.dtype] if args.dtype else (torch.float32 if device.type == "cpu" else torch.bfloat16)
+    print("sync: loading the models ...", file=sys.stderr)
     model = load_dit(args.dit, dtype=dtype, device=device)
     vae = load_wan_vae(args.vae, dtype=dtype, device=device)  # bf16 on CUDA by default, like the DiT
     decoder = load_taehv(args.taew, dtype=dtype, device=device) if args.taew else None
     pipe = LipSyncPipeline(model, vae, decoder, t_list=args.t_list,
                            spec=STREAM_FULL if args.full_attention else STREAM_WINDOW)
+    print("sync: reading the video, aligning faces and generating ...", file=sys.stderr)
     info = sync_video(pipe, load_wav2vec2(args.wav2vec, device=device), args.video, args.output,
                       audio_path=args.audio, mask_path=args.mask, text=load_text(args.text), seed=args.seed,
                       face_size=args.face_size, overwrite=args.overwrite)

@@ -228,4 +228,4 @@ def test_add_metadata_adds_entries_and_keeps_the_rest_byte_for_byte(tmp_path):
     with safe_open(str(path), framework="pt") as f:
         assert f.metadata() == {"preset": '"demo"', "format": "pt", "metrics": '{"gain": 1.5}'}
         assert torch.equal(f.get_tensor("w"), torch.arange(3.0))
-    assert not list(tmp_path.glob("*.tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left

@@ -188,7 +188,7 @@ def test_folded_one_row_cross_attention_equals_attention(model):
         kv = block.cross_attn.context_kv(text)
         for bf16 in (False, True):
             full = block.cross_attn(block.norm3(x), kv, bf16)
-            torch.testing.assert_close(block.cross_attn.single_row(kv, bf16).expand_as(full), full, atol=1e-6, rtol=0)
+            torch.testing.assert_close(block.cross_attn.single_row(kv, bf16).expand_as(full), full, atol=1e-6, rtol=1e-6)  # fp32 rounding at |x| ~ 3
 
 
 def stream_with(model, graphs, spec=STREAM_WINDOW, chunks=4):

@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..atomic import atomic_output
 from ..checkpoints import CheckpointError, materialize, read_state_dict, stored_config
 from ..checkpoints import read_metadata as checkpoint_metadata
 from ..registry import register_loader
@@ -51,9 +52,8 @@ def add_metadata(path: str | Path, **entries: object) -> None:
     with safe_open(str(path), framework="pt") as f:  # raw strings: the other entries are copied byte for byte
         meta = (f.metadata() or {}) | {k: json.dumps(v) for k, v in entries.items()}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_output(path, overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 RESOLUTION = 512
 RATIO = 5.6
 CROP_W, CROP_H = int(75 * RATIO), int(100 * RATIO)  # 420 x 560
@@ -141,7 +143,7 @@ def align_points(frames: np.ndarray, points3: list[np.ndarray | None], size: int
 MAX_GAP = 60  # detection gaps shorter than this reuse the nearest face (the official "last good face")
 
 
-class FaceNotFoundError(ValueError):
+class FaceNotFoundError(InputError):
     """No usable face anywhere in a clip."""
 
 

@@ -44,7 +44,6 @@ from ..face.mask import load_mouth_mask
 from ..models.attention import attention_backend
 from ..models.dit import LipForcingDiT
 from ..pipeline import (
-    SPACE_FACTOR,
     HostCopy,
     LipSyncPipeline,
     StageTimer,

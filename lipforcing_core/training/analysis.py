@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import InputError
 from ..sampling.schedule import teacher_timesteps, x0_from_flow
 from .config import SYNC_BAND
 from .data import Clip, check_clip, conditioning
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     scorer = None
     if args.syncnet:
         if not args.taehv:
-            raise SystemExit("--syncnet needs --taehv to decode the latents into frames")
+            raise InputError("--syncnet needs --taehv to decode the latents into frames")
         from ..syncnet.model import load_syncnet
         from ..vae.taehv import load_taehv
         from .dmd import SyncNetReward

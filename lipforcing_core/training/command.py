@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import InputError
 from .config import CONFIGS
 
 TRAINERS = {"teacher": ("teacher", "TeacherTrainer", "teacher"),
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = CONFIGS[args.stage].load(args.config, args.overrides)
     if not cfg.data:
-        raise SystemExit("no training data: set data=<folder of prepared *.safetensors clips> in the config or --set")
+        raise InputError("no training data: set data=<folder of prepared *.safetensors clips> in the config or --set")
     module, cls_name, net = TRAINERS[args.stage]
     trainer = getattr(importlib.import_module(f"{__package__}.{module}"), cls_name)(cfg, ClipFolder(cfg.data))
     history = trainer.fit()

@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import InputError
 from ..pipeline import build_y
 
 Clip = dict[str, torch.Tensor]
@@ -32,15 +33,15 @@ def check_clip(clip: Clip, source: str = "clip") -> Clip:
     """Validate the keys and shapes of one clip; return it with ``neg_text`` filled in."""
     missing = [k for k in REQUIRED if k not in clip]
     if missing:
-        raise ValueError(f"{source} lacks {missing}; a prepared clip needs {list(REQUIRED)}")
+        raise InputError(f"{source} lacks {missing}; a prepared clip needs {list(REQUIRED)}")
     c, t, h, w = clip["latents"].shape
     for key in ("masked_video", "ref_sequence"):
         if clip[key].shape != clip["latents"].shape:
-            raise ValueError(f"{source}: {key} {tuple(clip[key].shape)} must match latents {(c, t, h, w)}")
+            raise InputError(f"{source}: {key} {tuple(clip[key].shape)} must match latents {(c, t, h, w)}")
     if clip["mask"].shape != (h, w):
-        raise ValueError(f"{source}: mask must be the latent grid [{h}, {w}], got {tuple(clip['mask'].shape)}")
+        raise InputError(f"{source}: mask must be the latent grid [{h}, {w}], got {tuple(clip['mask'].shape)}")
     if clip["audio"].ndim != 2 or clip["audio"].shape[0] < 4 * t - 3:
-        raise ValueError(f"{source}: audio must be [>= {4 * t - 3} frames, dim], got {tuple(clip['audio'].shape)}")
+        raise InputError(f"{source}: audio must be [>= {4 * t - 3} frames, dim], got {tuple(clip['audio'].shape)}")
     out = dict(clip)
     out["audio"] = clip["audio"][: 4 * t - 3]
     out.setdefault("neg_text", torch.zeros_like(clip["text"]))
@@ -96,7 +97,7 @@ def batch_indices(step: int, global_batch: int, size: int, seed: int) -> list[in
 def rank_slice(global_batch: int, rank: int, world: int) -> slice:
     """This rank's part of a global batch (equal parts)."""
     if global_batch % world:
-        raise ValueError(f"batch_size {global_batch} must be divisible by the {world} processes")
+        raise InputError(f"batch_size {global_batch} must be divisible by the {world} processes")
     n = global_batch // world
     return slice(rank * n, (rank + 1) * n)
 
