@@ -226,8 +226,48 @@ class FaceAligner:
     def align(self, frames: np.ndarray, name: str = "clip") -> Alignment:
         points = self.points(frames)
         if all(p is None for p in points):
-            which = f"face #{self.face_index} (0 = largest)" if self.face_index else "a face"
-            raise FaceNotFoundError(f"{name}: no frame of {len(points)} contains {which}; "
-                                    "the clip needs a visible, roughly frontal face")
+            raise no_face_error(name, len(points), self.face_index)
         points = fill_gaps(points, self.max_gap)
         return align_points(frames, points, self.size)
+
+
+class FaceTracker:
+    """Causal per-frame alignment for streaming: ``crop, m16 = tracker(frame)``, ``m16`` None without a face.
+
+    The smoothing is :func:`align_points`' EMA over the frames with a face, in order. A frame without
+    the face is not pasted into (``m16`` None) but still gives the model an input: the last aligned
+    face, or before the first one, ``first_crop`` (the face found by :func:`first_face`)."""
+
+    def __init__(self, detector, *, face_index: int = 0, size: int = RESOLUTION,
+                 first_crop: np.ndarray | None = None) -> None:
+        self.detector, self.face_index, self.size = detector, face_index, size
+        self.smoother, self.last_crop = BiasSmoother(), first_crop
+
+    def points(self, frame: np.ndarray) -> np.ndarray | None:
+        faces = self.detector.detect(frame)
+        return faces[self.face_index].points3 if len(faces) > self.face_index else None
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        points = self.points(frame)
+        if points is None:
+            return self.last_crop, None
+        m16 = smoothed_matrix(points, self.smoother)
+        self.last_crop = align_frame(frame, m16, self.size)
+        return self.last_crop, m16
+
+
+def first_face(tracker: FaceTracker, frames, name: str = "clip") -> tuple[int, np.ndarray]:
+    """``(index, aligned crop)`` of the first frame of ``frames`` (an iterable) showing the tracker's face;
+    reads no further than that frame. :class:`FaceNotFoundError` (one line) if no frame does."""
+    count = 0
+    for count, frame in enumerate(frames, 1):
+        points = tracker.points(frame)
+        if points is not None:
+            return count - 1, align_frame(frame, smoothed_matrix(points, BiasSmoother()), tracker.size)
+    raise no_face_error(name, count, tracker.face_index)
+
+
+def no_face_error(name: str, frames: int, face_index: int) -> FaceNotFoundError:
+    which = f"face #{face_index} (0 = largest)" if face_index else "a face"
+    return FaceNotFoundError(f"{name}: no frame of {frames} contains {which}; the clip needs a visible, roughly "
+                             "frontal face")
