@@ -166,10 +166,11 @@ class StreamJob:
         return encode_audio(model.encoder, torch.from_numpy(padded), self.sample_rate, num_frames=frames)
 
     def run(self, model: LipSyncModel, output: str | Path, *, overwrite: bool = False,
-            on_chunk: Callable[[int, int, float], None] | None = None) -> dict:
+            on_chunk: Callable[[int, int, float], None] | None = None, writer: Callable = write_video) -> dict:
         """Stream the clip into ``output``; returns the summary (lengths, faces, times).
 
-        ``on_chunk(done, total, fps)`` is called after every chunk (a progress line or bar)."""
+        ``on_chunk(done, total, fps)`` is called after every chunk (a progress line or bar);
+        ``writer`` has :func:`~lipforcing_core.video.write_video`'s signature and consumes the frames."""
         timer, began = StageTimer(), time.perf_counter()
         chunk = model.pipeline.sampler.chunk_size
         generated = padded_length(max(self.frames, chunk_frames(0, chunk)[1]), chunk)
@@ -181,7 +182,7 @@ class StreamJob:
                           timer)
         state = {"with_face": 0, "ttff": None, "end": None}
         frames = self._frames_out(model, faces, features, timer, began, state, on_chunk)
-        out = write_video(output, frames, FPS, self.waveform, self.sample_rate, overwrite=overwrite)
+        out = writer(output, frames, FPS, self.waveform, self.sample_rate, overwrite=overwrite)
         total = time.perf_counter() - began
         timer.seconds["encode"] = timer.seconds.get("encode", 0.0) + time.perf_counter() - state["end"]
         report |= {"output": str(out), "faces_found": state["with_face"],
