@@ -45,7 +45,7 @@ from .pipeline import (
     frames_to_uint8,
     pingpong_indices,
 )
-from .video import write_video
+from .video import MediaSource, VideoError, probe_video, read_audio, source_name, stream_frames, write_video
 
 STAGES = ("decode", "face", "generate", "paste", "encode")  # the per-frame costs a job reports
 
@@ -122,6 +122,7 @@ def served_frames(open_frames: Callable[[], Iterator[np.ndarray]], n: int, wante
         if count == n:
             more = next(frames, None) is not None or n > wanted
             report["video_adjust"] = "cut" if more else "none"
+            _close(frames)
             yield frame
             return
         yield frame
@@ -130,13 +131,21 @@ def served_frames(open_frames: Callable[[], Iterator[np.ndarray]], n: int, wante
     yield from _pingpong_tail(open_frames, count, n)
 
 
+def _close(frames: Iterator) -> None:
+    """Stop a frame iterator early (closes its file when it is a generator over one)."""
+    if hasattr(frames, "close"):
+        frames.close()
+
+
 def _pingpong_tail(open_frames: Callable[[], Iterator[np.ndarray]], count: int, n: int) -> Iterator[np.ndarray]:
     """Frames ``count .. n`` of the ping-pong extension of a ``count``-frame clip, from a temporary file."""
     with tempfile.TemporaryFile(prefix="lipforcing-frames-") as spill:
         shape = None
-        for frame in itertools.islice(open_frames(), count):
+        frames = open_frames()
+        for frame in itertools.islice(frames, count):
             spill.write(np.ascontiguousarray(frame).tobytes())
             shape = frame.shape
+        _close(frames)
         size = int(np.prod(shape))
         for i in pingpong_indices(count, n)[count:]:
             spill.seek(int(i) * size)
@@ -157,7 +166,19 @@ class StreamJob:
         self.waveform, self.sample_rate = mono_or_stereo(np.atleast_2d(np.asarray(waveform, np.float32))), sample_rate
         self.audio_seconds = self.waveform.shape[1] / sample_rate
         self.frames = max(1, round(self.audio_seconds * FPS))
-        self.first_face_frame, tracker.last_crop = first_face(tracker, open_frames(), name)
+        frames = open_frames()
+        try:
+            self.first_face_frame, tracker.last_crop = first_face(tracker, frames, name)
+        finally:
+            _close(frames)
+
+    def generated_frames(self, chunk_size: int = 3) -> int:
+        """The frames the model generates for this clip: the output padded to whole chunks."""
+        return padded_length(max(self.frames, chunk_frames(0, chunk_size)[1]), chunk_size)
+
+    def chunks(self, chunk_size: int = 3) -> int:
+        """How many chunks the job generates (progress bars)."""
+        return (1 + (self.generated_frames(chunk_size) - 1) // TIME_FACTOR) // chunk_size
 
     def features(self, model: LipSyncModel, frames: int) -> torch.Tensor:
         """Per-frame audio features for ``frames`` frames: the audio padded with silence to cover them."""
@@ -173,7 +194,7 @@ class StreamJob:
         ``writer`` has :func:`~lipforcing_core.video.write_video`'s signature and consumes the frames."""
         timer, began = StageTimer(), time.perf_counter()
         chunk = model.pipeline.sampler.chunk_size
-        generated = padded_length(max(self.frames, chunk_frames(0, chunk)[1]), chunk)
+        generated = self.generated_frames(chunk)
         report = {"frames": self.frames, "fps": FPS, "audio_seconds": round(self.audio_seconds, 3),
                   "generated_frames": generated, "first_face_frame": self.first_face_frame}
         with timer.stage("audio"):
@@ -197,7 +218,7 @@ class StreamJob:
         """The composited output frames, chunk by chunk; time spent by the consumer counts as encoding."""
         pipe, done = model.pipeline, 0
         mouth = torch.from_numpy(1 - np.asarray(model.paste_mask, np.float32)) if model.mouth_only else None
-        total = (1 + (features.shape[0] - 1) // TIME_FACTOR) // pipe.sampler.chunk_size
+        total = self.chunks(pipe.sampler.chunk_size)
         stream = pipe.stream(faces, features, model.model_mask, text=model.text, seed=model.seed)
         while done < self.frames:
             inner = timer.seconds.get("decode", 0.0) + timer.seconds.get("face", 0.0)
@@ -224,3 +245,13 @@ class StreamJob:
                 on_chunk(out.index + 1, total, done / (time.perf_counter() - began))
         stream.close()
         state["end"] = time.perf_counter()
+
+
+def video_job(video: MediaSource, tracker: FaceTracker, waveform: np.ndarray | None = None,
+              sample_rate: int | None = None) -> StreamJob:
+    """The job for a video file or file object; the driving audio defaults to the video's own track."""
+    if waveform is None:
+        waveform, sample_rate = read_audio(video, probe_video(video).start_time)
+        if waveform is None:
+            raise VideoError(f"video {source_name(video)}: has no audio stream (give the driving audio)")
+    return StreamJob(lambda: stream_frames(video), waveform, sample_rate, tracker, source_name(video))

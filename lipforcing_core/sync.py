@@ -23,9 +23,9 @@ from .face.detect import MediaPipeDetector
 from .models.attention import BACKENDS, attention_backend, check_backend
 from .pipeline import FPS, LipSyncPipeline
 from .sampling.schedule import STUDENT_T_LIST
-from .stream_job import LipSyncModel, StreamJob, mono_or_stereo
+from .stream_job import LipSyncModel, StreamJob, mono_or_stereo, video_job
 from .vae import load_taehv, load_wan_vae
-from .video import MediaSource, VideoError, probe_video, read_audio, source_name, stream_frames
+from .video import MediaSource, VideoError
 
 MASK_GRID = 256  # the LatentSync mask's own resolution: the official latent mask is resized from it
 DEMO_SIZE = 64  # the demo model's face size
@@ -51,16 +51,9 @@ def open_job(video: MediaSource, audio: str | Path | None = None, *, face_size: 
              detector=None, face_index: int = 0) -> StreamJob:
     """The streaming job for ``video`` driven by ``audio`` (default: the video's own audio track):
     reads the audio and finds the first face; loads no model."""
-    probe = probe_video(video)
-    if audio is None:
-        wave, rate = read_audio(video, probe.start_time)
-        if wave is None:
-            raise VideoError(f"video {source_name(video)}: has no audio stream (give the driving audio with --audio)")
-    else:
-        loaded, rate = load_audio(audio)
-        wave = loaded.numpy()
+    wave, rate = (None, None) if audio is None else load_audio(audio)
     tracker = FaceTracker(detector or MediaPipeDetector(), face_index=face_index, size=face_size)
-    return StreamJob(lambda: stream_frames(video), wave, rate, tracker, source_name(video))
+    return video_job(video, tracker, None if wave is None else wave.numpy(), rate)
 
 
 def demo_model(seed: int = 42, student: str | Path | None = None) -> LipSyncModel:

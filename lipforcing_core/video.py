@@ -186,7 +186,11 @@ def stream_frames(source: MediaSource, fps: float = MODEL_FPS) -> Iterator[np.nd
     """The clip's frames at a constant ``fps``, decoded one at a time (the ``convert_fps`` rule)."""
     with _open(source) as container:
         source_fps = _stream_fps(container.streams.video[0])
-    return resample_stream(iter_frames(source), fps, source_fps)
+    frames = iter_frames(source)
+    try:
+        yield from resample_stream(frames, fps, source_fps)
+    finally:
+        frames.close()  # a file object can then be opened again at once
 
 
 def resample_stream(timed: Iterable[tuple[float, T]], fps: float, source_fps: float) -> Iterator[T]:

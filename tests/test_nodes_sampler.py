@@ -153,3 +153,42 @@ def test_text_embedding_file_feeds_the_sampler(models, base):
     assert images.shape[0] == 9
     with pytest.raises(LipForcingInputError, match="'embedding_name'.*exactly one"):
         text.LoadTextEmbedding.execute("two.safetensors")
+
+
+def test_video_node_streams_file_to_file(models, base, golden_root, media_root):
+    """VIDEO in (a 30 fps file), VIDEO out in ComfyUI's temp folder: 25 fps, as long as the speech, audio muxed."""
+    from comfy_api.latest import InputImpl
+    from lipforcing_pack.nodes.memory import manage
+
+    from lipforcing_core.audio.io import load_audio
+    from lipforcing_core.config import DiTConfig
+    from lipforcing_core.face import MediaPipeDetector, ModelNotFoundError
+    from lipforcing_core.models.dit import LipForcingDiT
+    from lipforcing_core.video import read_video, write_video
+
+    try:
+        MediaPipeDetector()
+    except ModelNotFoundError as err:
+        pytest.skip(f"MediaPipe face models not installed: {err}")
+    _, vae = models
+    comfy_env.link_model(base, "audio_encoders", golden_root / "audio" / "wav2vec2_tiny")
+    encoder = audio.AudioEncoderLoader.execute("wav2vec2_tiny/model.safetensors", "fp32").args[0]
+    torch.manual_seed(0)
+    dit = manage(LipForcingDiT(DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=4, audio_dim=128)), "dit", "t")
+    clip = read_video(media_root / "latentsync_demo3_video.mp4", size=(270, 480), max_frames=15)
+    source = write_video(base / "in.mp4", clip.frames, clip.fps, clip.audio[:, : clip.sample_rate // 2], clip.sample_rate)
+    speech, rate = load_audio(golden_root / "audio" / "stereo_44100.wav")
+    seconds = 0.7
+    driving = {"waveform": speech[None, :, : round(rate * seconds)], "sample_rate": rate}
+    out = sampler.LipSyncVideo.execute(dit, vae, encoder, InputImpl.VideoFromFile(str(source)), 3, face.MEDIAPIPE,
+                                       SIZE, audio=driving)
+    (result,) = out.args
+    path = Path(result.get_stream_source())
+    assert path.parent == base / "temp" and path.suffix == ".mp4"
+    written = read_video(path)
+    assert len(written.frames) == round(seconds * 25) and written.fps == pytest.approx(25.0)
+    assert written.audio.shape[1] / written.sample_rate == pytest.approx(seconds, abs=0.05)
+    assert "ping-pong extended" in out.ui["text"][0]  # 0.5 s of video for 0.7 s of speech
+    with pytest.raises(LipForcingInputError, match="no audio stream"):
+        silent = write_video(base / "silent.mp4", clip.frames, clip.fps)
+        sampler.LipSyncVideo.execute(dit, vae, encoder, InputImpl.VideoFromFile(str(silent)), 3, face.MEDIAPIPE, SIZE)
