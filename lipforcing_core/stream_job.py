@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import encode_audio
-from .face.align import FaceTracker, first_face
+from .audio import encode_audio, resample
+from .face.align import RESOLUTION, FaceTracker, first_face
+from .face.mask import MASK_GRID, load_mouth_mask
 from .face.paste import face_tensor, paste_face_into
 from .pipeline import (
     FPS,
@@ -48,6 +49,7 @@ from .pipeline import (
 from .video import MediaSource, VideoError, probe_video, read_audio, source_name, stream_frames, write_video
 
 STAGES = ("decode", "face", "generate", "paste", "encode")  # the per-frame costs a job reports
+TRACK_RATE = 48000  # the lowest sample rate of the output's audio track
 
 
 def mono_or_stereo(audio: np.ndarray) -> np.ndarray:
@@ -77,6 +79,17 @@ class LipSyncModel:
     mouth_only: bool = False
     text: torch.Tensor | None = None
     seed: int = 42
+
+    @classmethod
+    def for_faces(cls, pipeline: LipSyncPipeline, encoder: torch.nn.Module, face_size: int,
+                  mask: str | Path | None = None, **kwargs) -> LipSyncModel:
+        """The masks and paste for ``face_size``: the released models (512) take the mask on its own
+        256 grid and replace the whole aligned face; smaller faces (the demo model's 64) take it at
+        their size and replace only the mouth. ``mask``: a LatentSync mask.png (default: built in)."""
+        keep = load_mouth_mask(mask, face_size)
+        if face_size >= RESOLUTION:
+            return cls(pipeline, encoder, load_mouth_mask(mask, MASK_GRID), keep, **kwargs)
+        return cls(pipeline, encoder, keep, keep, mouth_only=True, **kwargs)
 
 
 class LazyFaces(SourceFrames):
@@ -172,6 +185,13 @@ class StreamJob:
         finally:
             _close(frames)
 
+    def track(self) -> tuple[np.ndarray, int]:
+        """The output's audio track: the whole driving audio, at 48 kHz when it is at a lower rate (AAC
+        rounds a track up to whole 1024-sample frames: 21 ms at 48 kHz, 64 ms at the 16 kHz of speech)."""
+        if self.sample_rate >= TRACK_RATE:
+            return self.waveform, self.sample_rate
+        return resample(torch.from_numpy(self.waveform), self.sample_rate, TRACK_RATE).numpy(), TRACK_RATE
+
     def generated_frames(self, chunk_size: int = 3) -> int:
         """The frames the model generates for this clip: the output padded to whole chunks."""
         return padded_length(max(self.frames, chunk_frames(0, chunk_size)[1]), chunk_size)
@@ -203,7 +223,7 @@ class StreamJob:
                           timer)
         state = {"with_face": 0, "ttff": None, "end": None}
         frames = self._frames_out(model, faces, features, timer, began, state, on_chunk)
-        out = writer(output, frames, FPS, self.waveform, self.sample_rate, overwrite=overwrite)
+        out = writer(output, frames, FPS, *self.track(), overwrite=overwrite)
         total = time.perf_counter() - began
         timer.seconds["encode"] = timer.seconds.get("encode", 0.0) + time.perf_counter() - state["end"]
         report |= {"output": str(out), "faces_found": state["with_face"],

@@ -17,7 +17,8 @@ import torch
 from .audio import load_audio, load_wav2vec2
 from .checkpoints import CheckpointError, load_dit, read_state_dict
 from .config import STREAM_FULL, STREAM_WINDOW
-from .face import FaceNotFoundError, load_mouth_mask
+from .face import FaceNotFoundError
+from .face.align import RESOLUTION as RELEASE_SIZE
 from .face.align import FaceTracker
 from .face.detect import MediaPipeDetector
 from .models.attention import BACKENDS, attention_backend, check_backend
@@ -27,9 +28,7 @@ from .stream_job import LipSyncModel, StreamJob, mono_or_stereo, video_job
 from .vae import load_taehv, load_wan_vae
 from .video import MediaSource, VideoError
 
-MASK_GRID = 256  # the LatentSync mask's own resolution: the official latent mask is resized from it
 DEMO_SIZE = 64  # the demo model's face size
-RELEASE_SIZE = 512  # the released models' face size
 NEEDS_MODEL = ("sync needs the released model files --dit (Lip Forcing student), --vae (Wan2.1 VAE) and --wav2vec "
                "(wav2vec2-base-960h), see README 'The released models'; or --demo for the bundled demo model (no download)")
 
@@ -61,8 +60,7 @@ def demo_model(seed: int = 42, student: str | Path | None = None) -> LipSyncMode
     from .demo.evaluate import load_demo_models
 
     models = load_demo_models(student=student)
-    keep = load_mouth_mask(None, DEMO_SIZE)
-    return LipSyncModel(models.pipeline(), models.features, keep, keep, mouth_only=True, seed=seed)
+    return LipSyncModel.for_faces(models.pipeline(), models.features, DEMO_SIZE, seed=seed)
 
 
 def release_model(args: argparse.Namespace, face_size: int) -> LipSyncModel:
@@ -73,8 +71,8 @@ def release_model(args: argparse.Namespace, face_size: int) -> LipSyncModel:
     pipe = LipSyncPipeline(load_dit(args.dit, dtype=dtype, device=device), load_wan_vae(args.vae, device=device),
                            load_taehv(args.taew, device=device) if args.taew else None, t_list=args.t_list,
                            spec=STREAM_FULL if args.full_attention else STREAM_WINDOW)
-    return LipSyncModel(pipe, load_wav2vec2(args.wav2vec, device=device), load_mouth_mask(args.mask, MASK_GRID),
-                        load_mouth_mask(args.mask, face_size), text=load_text(args.text), seed=args.seed)
+    return LipSyncModel.for_faces(pipe, load_wav2vec2(args.wav2vec, device=device), face_size, args.mask,
+                                  text=load_text(args.text), seed=args.seed)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW
-from lipforcing_core.face import FaceNotFoundError, load_mouth_mask
-from lipforcing_core.face.align import RESOLUTION as RELEASE_SIZE
+from lipforcing_core.face import FaceNotFoundError
 from lipforcing_core.face.align import FaceTracker
 from lipforcing_core.models.attention import attention_backend
 from lipforcing_core.pipeline import LipSyncPipeline, frames_to_uint8, generation_length
@@ -40,7 +39,6 @@ from .loaders import LipForcingModel, TinyDecoder, WanVAE
 from .memory import expect, load_together
 from .progress import Progress
 
-LATENTSYNC_GRID = 256  # the mouth mask's own resolution; the release resizes the sampler's mask from it
 WINDOWS = {"sliding 7 frames + 1 sink (released)": STREAM_WINDOW, "full causal (memory grows)": STREAM_FULL}
 
 
@@ -159,10 +157,7 @@ def run_lip_sync(job_for, model, vae, audio_encoder, seed: int, detector: str, f
         raise LipForcingInputError("video / audio", str(err)) from err
     dit, wan_vae, encoder, *decoder = load_together(managed)
     pipe = LipSyncPipeline(dit, wan_vae, decoder[0] if decoder else None)
-    small = face_size < RELEASE_SIZE  # the demo model: its faces are too small to replace a whole face
-    keep = load_mouth_mask(None, face_size)
-    lip_model = LipSyncModel(pipe, encoder, keep if small else load_mouth_mask(None, LATENTSYNC_GRID), keep,
-                             mouth_only=small, text=context, seed=seed)
+    lip_model = LipSyncModel.for_faces(pipe, encoder, face_size, text=context, seed=seed)
     progress = Progress(job.chunks(pipe.sampler.chunk_size))
     try:
         with warnings.catch_warnings(), attention_backend(managed[0].attention):

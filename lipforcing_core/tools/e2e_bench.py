@@ -28,13 +28,10 @@ from pathlib import Path
 import torch
 
 from ..audio.wav2vec2 import Wav2Vec2Config, build_model
-from ..face import load_mouth_mask
 from ..pipeline import LipSyncPipeline
 from ..stream_job import LipSyncModel
 from ..vae.taehv import TAEHV
 from ..vae.wan_vae import WanVAE, WanVAEConfig
-
-MASK_GRID = 256  # the mouth mask's own grid, resized by the pipeline to the face and latents
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +58,7 @@ def random_model(preset: str, device: torch.device, face_size: int, vae_dim: int
     dec = TAEHV().eval().requires_grad_(False).to(device, dtype) if decoder == "taehv" else None
     encoder = build_model(Wav2Vec2Config()).eval().requires_grad_(False).to(device)
     pipe = LipSyncPipeline(random_dit(preset, device, dtype), vae, dec)
-    return LipSyncModel(pipe, encoder, load_mouth_mask(None, MASK_GRID), load_mouth_mask(None, face_size))
+    return LipSyncModel.for_faces(pipe, encoder, face_size)
 
 
 def released_model(args: argparse.Namespace, device: torch.device, face_size: int) -> LipSyncModel:
@@ -72,8 +69,7 @@ def released_model(args: argparse.Namespace, device: torch.device, face_size: in
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     pipe = LipSyncPipeline(load_dit(args.dit, dtype=dtype, device=device), load_wan_vae(args.vae, device=device),
                            load_taehv(args.taew, device=device) if args.taew else None)
-    return LipSyncModel(pipe, load_wav2vec2(args.wav2vec, device=device), load_mouth_mask(None, MASK_GRID),
-                        load_mouth_mask(None, face_size))
+    return LipSyncModel.for_faces(pipe, load_wav2vec2(args.wav2vec, device=device), face_size)
 
 
 def _clear_peak() -> bool:
