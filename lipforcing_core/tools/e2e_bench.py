@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..audio.wav2vec2 import Wav2Vec2Config, build_model
+from ..audio.wav2vec2 import AudioEncoder, Wav2Vec2Config, build_model
 from ..pipeline import LipSyncPipeline
 from ..stream_job import LipSyncModel
 from ..vae.taehv import TAEHV
@@ -56,7 +56,8 @@ def random_model(preset: str, device: torch.device, face_size: int, vae_dim: int
     torch.manual_seed(0)
     vae = WanVAE(WanVAEConfig(dim=vae_dim)).eval().requires_grad_(False).to(device, dtype)
     dec = TAEHV().eval().requires_grad_(False).to(device, dtype) if decoder == "taehv" else None
-    encoder = build_model(Wav2Vec2Config()).eval().requires_grad_(False).to(device)
+    config = Wav2Vec2Config()
+    encoder = AudioEncoder(build_model(config), config).eval().requires_grad_(False).to(device)
     pipe = LipSyncPipeline(random_dit(preset, device, dtype), vae, dec)
     return LipSyncModel.for_faces(pipe, encoder, face_size)
 
