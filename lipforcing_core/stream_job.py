@@ -237,23 +237,24 @@ class StreamJob:
                     began: float, state: dict, on_chunk) -> Iterator[np.ndarray]:
         """The composited output frames, chunk by chunk; time spent by the consumer counts as encoding."""
         pipe, done = model.pipeline, 0
-        mouth = torch.from_numpy(1 - np.asarray(model.paste_mask, np.float32)) if model.mouth_only else None
+        keep = torch.from_numpy(np.asarray(model.paste_mask, np.float32))
+        mouth = 1 - keep if model.mouth_only else None
         total = self.chunks(pipe.sampler.chunk_size)
         stream = pipe.stream(faces, features, model.model_mask, text=model.text, seed=model.seed)
         while done < self.frames:
-            inner = timer.seconds.get("decode", 0.0) + timer.seconds.get("face", 0.0)
+            before = timer.seconds.get("decode", 0.0) + timer.seconds.get("face", 0.0)
             start = time.perf_counter()
             with torch.no_grad():
                 out = next(stream)
-            spent = time.perf_counter() - start - (timer.seconds["decode"] + timer.seconds["face"] - inner)
-            timer.seconds["generate"] = timer.seconds.get("generate", 0.0) + spent
+            pulled = timer.seconds.get("decode", 0.0) + timer.seconds.get("face", 0.0) - before  # frames read meanwhile
+            timer.seconds["generate"] = timer.seconds.get("generate", 0.0) + time.perf_counter() - start - pulled
             for (frame, crop, m16), face in zip(faces.take(out.frames.shape[2]), frames_to_uint8(out.frames)[0],
                                                 strict=True):
                 if done == self.frames:
                     break
                 if m16 is not None:
                     with timer.stage("paste"):
-                        paste_face_into(frame, face_tensor(face, model.paste_mask, crop), m16, mouth)
+                        paste_face_into(frame, face_tensor(face, keep, crop), m16, mouth)
                     state["with_face"] += 1
                 if state["ttff"] is None:
                     state["ttff"] = time.perf_counter() - began

@@ -7,6 +7,7 @@ import wave as wavfile
 
 import numpy as np
 import pytest
+import torch
 
 from lipforcing_core.audio import load_audio
 from lipforcing_core.cli import main
@@ -124,3 +125,15 @@ def test_sync_names_the_model_files_or_demo(tmp_path):
     message = str(err.value)
     assert all(flag in message for flag in ("--dit", "--vae", "--wav2vec", "--demo", "README"))
     assert "\n" not in message
+
+
+def test_pipeline_takes_a_lazy_source_as_given(model):
+    from lipforcing_core.pipeline import SourceFrames
+
+    faces = np.zeros((9, 64, 64, 3), np.uint8)
+    features = model.encoder(torch.zeros(16000))[0][:9]
+    pipe = model.pipeline
+    video, audio, _ = pipe.prepare(SourceFrames(faces), features, model.model_mask)
+    assert len(video) == 9 and audio.shape[1] == 9
+    with pytest.raises(ValueError, match="serves 5 frames but the audio gives 9"):
+        pipe.prepare(SourceFrames(faces[:5]), features, model.model_mask)

@@ -130,7 +130,8 @@ def paste_back(frames: np.ndarray, generated: np.ndarray, transforms: np.ndarray
     return out
 
 
-def face_tensor(generated: np.ndarray, mask: np.ndarray | None, original: np.ndarray | None) -> torch.Tensor:
+def face_tensor(generated: np.ndarray, mask: np.ndarray | torch.Tensor | None, original: np.ndarray | None
+                ) -> torch.Tensor:
     """The face to paste as float32 CHW in [0,1]: the generated face, or with ``mask`` its mouth on ``original``."""
     if mask is None:
         return torch.from_numpy(np.ascontiguousarray(generated)).permute(2, 0, 1).float() / 255.0
