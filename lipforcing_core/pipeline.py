@@ -353,8 +353,12 @@ class LipSyncPipeline:
 
     def prepare(self, frames: Tensor | np.ndarray, audio_emb: Tensor, mask: Tensor | np.ndarray,
                 info: dict | None = None) -> tuple[SourceFrames, Tensor, np.ndarray]:
-        """Validate inputs and apply the length rule: ``(source frames, audio [B, N, D], keep-mask)``."""
-        video = SourceFrames(frames)
+        """Validate inputs and apply the length rule: ``(source frames, audio [B, N, D], keep-mask)``.
+
+        ``frames`` may also be a :class:`SourceFrames` (e.g. one that decodes lazily); it is used as
+        given, so it must already serve the generated length."""
+        given = frames if isinstance(frames, SourceFrames) else None
+        video = given if given is not None else SourceFrames(frames)
         (h, w), t, b = video.size, video.num_frames, video.batch
         if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
             raise ValueError(f"frames are {h}x{w}; height and width must be multiples of {SIZE_MULTIPLE} "
@@ -378,13 +382,15 @@ class LipSyncPipeline:
         latent, n = generation_length(audio.shape[1], self.sampler.chunk_size)
         report = {"audio_frames": audio.shape[1], "audio_frames_used": n, "video_frames_in": t,
                   "latent_frames": latent, "output_frames": n, "video_adjust": "none"}
+        if given is not None and t != n:
+            raise ValueError(f"frames: the source serves {t} frames but the audio gives {n}")
         if t != n:
             report["video_adjust"] = "ping-pong extended" if t < n else "cut"
             warnings.warn(f"source video has {t} frames, the audio gives {n} output frames: video "
                           f"{report['video_adjust']} to {n} frames", stacklevel=3)
         if info is not None:
             info.update(report)
-        return SourceFrames(frames, n), audio[:, :n].expand(b, -1, -1), keep
+        return given if given is not None else SourceFrames(frames, n), audio[:, :n].expand(b, -1, -1), keep
 
     def text(self, text: Tensor | None, batch: int) -> Tensor:
         """The text embedding for ``batch`` samples (one zero row when ``text`` is None)."""

@@ -22,8 +22,6 @@ MEDIA = {"video": "a video file (.mp4, .mov, .mkv, ...)",
          "audio": "an audio file (.wav, .mp3, .flac, ...) or a video with sound"}
 _SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
                (b"PK\x03\x04", "a zip archive (a torch checkpoint?)"), (b"%PDF", "a PDF document"))
-FACE_PROBES = 8  # frames spread over the part of the video that is used, searched for a face up front
-PROBE_WIDTH = 640  # probe frames are decoded this wide at most (the detector looks at 192x192)
 
 
 def not_media(path: Path) -> str | None:
@@ -82,30 +80,6 @@ def check_speech(path: str | Path) -> float:
     return waveform.shape[-1] / rate
 
 
-def check_face(video: str | Path, seconds: float) -> None:
-    """At least one face in :data:`FACE_PROBES` frames spread over the first ``seconds`` of ``video``
-    (the part lip-synced), found by the built-in detector before any model is loaded."""
-    from .face import MediaPipeDetector
-
-    detector = MediaPipeDetector()
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        length = min(seconds, container.duration / av.time_base) if container.duration else seconds
-        times = [(k + 0.5) * length / FACE_PROBES for k in range(FACE_PROBES)]
-        for t in times:
-            container.seek(int(t / stream.time_base), stream=stream, backward=True)
-            frame = next((f for f in container.decode(stream) if f.time is None or f.time >= t - 1e-3), None)
-            if frame is None:
-                continue
-            scale = min(1.0, PROBE_WIDTH / frame.width)
-            image = frame.to_ndarray(format="rgb24", width=round(frame.width * scale) // 2 * 2,
-                                     height=round(frame.height * scale) // 2 * 2)
-            if detector.detect(image):
-                return
-    raise InputError(f"{video}: no face in {FACE_PROBES} frames spread over its first {length:.1f} s; expected a "
-                     "clip with a visible, roughly frontal face")
-
-
 def check_audio_width(model_width: int, encoder_width: int) -> None:
     """The DiT's audio projection takes the per-frame feature width the audio encoder gives."""
     from .config import PRESETS
@@ -161,7 +135,8 @@ def check_models(dit: str | Path, vae: str | Path | None, wav2vec: str | Path | 
 
 def check_sync(args: argparse.Namespace) -> None:
     """Everything ``sync`` can check before loading a model: the output path, the video, the driving
-    audio, the model files and, when faces will be aligned, that the clip shows one."""
+    audio and the model files (their headers). Whether the clip shows a face is found by opening the
+    job (:func:`lipforcing_core.sync.open_job`), which stops at the first face."""
     with about("-o"):
         check_target(args.output, args.overwrite)
     with about("--video"):
@@ -171,12 +146,9 @@ def check_sync(args: argparse.Namespace) -> None:
             if not _has_audio(args.video):
                 raise InputError(f"{args.video} has no sound; give the speech to sync to with --audio")
     with about("--audio" if args.audio else "--video"):
-        seconds = check_speech(args.audio or args.video)
+        check_speech(args.audio or args.video)
     if args.dit:
         check_models(args.dit, args.vae, args.wav2vec)
-    if args.dit or getattr(args, "demo", False):
-        with about("--video"):
-            check_face(args.video, seconds)
 
 
 def _has_audio(path: str | Path) -> bool:

@@ -1,42 +1,39 @@
-"""End-to-end lip sync of a video file: ``python -m lipforcing_core sync --video V --audio A -o out.mp4 ...``.
+"""Lip sync a video file: ``python -m lipforcing_core sync --video V --audio A -o out.mp4 (--dit ... | --demo)``.
 
-read video -> 25 fps -> cut / ping-pong to the audio's generation length -> face alignment ->
-wav2vec2 features -> streaming pipeline -> paste the generated mouths back chunk by chunk ->
-H.264 mp4 with the driving audio (trimmed to the output's duration).
+The command layer over :mod:`lipforcing_core.stream_job`: it checks the arguments, opens the job
+(reads the audio, finds the first face -- before any model is loaded), loads the released model
+files or the bundled demo model, and streams the clip into the output with a progress line on
+stderr (chunk k/N, FPS).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
-from .audio import encode_audio, load_audio, load_wav2vec2
+from .audio import load_audio, load_wav2vec2
 from .checkpoints import CheckpointError, load_dit, read_state_dict
 from .config import FPS, STREAM_FULL, STREAM_WINDOW, TEXT_DIM
-from .errors import InputError
-from .face import FaceAligner, load_mouth_mask, paste_back
-from .models.attention import BACKENDS, attention_backend, check_backend
 from .demo.constants import DEMO_SIZE
-from .face.mask import MASK_GRID
-from .pipeline import (
-    LipSyncPipeline,
-    frames_to_uint8,
-    generation_length,
-    pingpong_indices,
-)
+from .errors import InputError
+from .face.align import RESOLUTION as RELEASE_SIZE
+from .face.align import FaceTracker
+from .face.detect import MediaPipeDetector
+from .models.attention import BACKENDS, attention_backend, check_backend
+from .pipeline import LipSyncPipeline
 from .preflight import check_sync
 from .sampling.schedule import STUDENT_T_LIST
+from .stream_job import LipSyncModel, StreamJob, mono_or_stereo, video_job
 from .vae import load_taehv, load_wan_vae
-from .video import convert_fps, read_video, write_video
+from .video import MediaSource
 
+NEEDS_MODEL = ("sync needs the released model files --dit (Lip Forcing student), --vae (Wan2.1 VAE) and --wav2vec "
+               "(wav2vec2-base-960h), see README 'The released models'; or --demo for the bundled demo model (no download)")
+
+__all__ = ["load_text", "mono_or_stereo", "open_job", "demo_model", "release_model"]
 
 
 def load_text(path: str | Path | None) -> torch.Tensor | None:
@@ -50,103 +47,45 @@ def load_text(path: str | Path | None) -> torch.Tensor | None:
     return tensors[0] if tensors[0].ndim == 3 else tensors[0][None]
 
 
-def mono_or_stereo(audio: np.ndarray) -> np.ndarray:
-    """``[C, N]`` float audio with at most 2 channels (more are mixed down to mono)."""
-    return audio if audio.shape[0] <= 2 else audio.mean(0, keepdims=True)
+def open_job(video: MediaSource, audio: str | Path | None = None, *, face_size: int = RELEASE_SIZE,
+             detector=None, face_index: int = 0) -> StreamJob:
+    """The streaming job for ``video`` driven by ``audio`` (default: the video's own audio track):
+    reads the audio and finds the first face; loads no model."""
+    wave, rate = (None, None) if audio is None else load_audio(audio)
+    tracker = FaceTracker(detector or MediaPipeDetector(), face_index=face_index, size=face_size)
+    return video_job(video, tracker, None if wave is None else wave.numpy(), rate)
 
 
-@dataclass
-class SyncInputs:
-    """A video's frames at 25 fps cut or ping-pong extended to the driving audio's length, and that audio."""
-
-    frames: np.ndarray  # [n, H, W, 3] uint8
-    features: torch.Tensor  # [V, D] per-frame audio features (V >= n)
-    waveform: np.ndarray  # [C, N] float
-    sample_rate: int
-    info: dict
-
-    def audio_for_output(self) -> np.ndarray:
-        """The driving audio trimmed to the output's duration, at most stereo."""
-        return mono_or_stereo(self.waveform)[:, : math.floor(len(self.frames) / FPS * self.sample_rate)]
-
-
-def read_inputs(video_path: str | Path, audio_path: str | Path | None, encoder, chunk_size: int = 3) -> SyncInputs:
-    """Read ``video_path`` (and ``audio_path``, default: the video's own audio) and apply the length rule."""
-    probe = read_video(video_path, max_frames=1, require_audio=audio_path is None)
-    if audio_path is None:
-        wave, rate = probe.audio, probe.sample_rate
-    else:
-        loaded, rate = load_audio(audio_path)
-        wave = loaded.numpy()
-    feats = encode_audio(encoder, torch.from_numpy(wave), rate)
-    _, n = generation_length(len(feats), chunk_size)
-    source = read_video(video_path, max_frames=math.ceil(n * probe.fps / FPS) + 1)  # only what the audio needs
-    video, _ = convert_fps(source, FPS)
-    adjust = "ping-pong extended" if len(video.frames) < n else "none"
-    if len(video.frames) < n:
-        warnings.warn(f"{video_path}: {len(video.frames)} frames at {FPS} fps for {n} frames of audio; "
-                      "the video is ping-pong extended", stacklevel=3)
-    frames = video.frames[pingpong_indices(len(video.frames), n)]
-    info = {"video_frames_25fps": len(video.frames), "frames": n, "fps": FPS, "video_adjust": adjust}
-    return SyncInputs(frames, feats, wave, rate, info)
-
-
-def sync_video(pipe: LipSyncPipeline, encoder, video_path: str | Path, out_path: str | Path, *,
-               audio_path: str | Path | None = None, mask_path: str | Path | None = None, aligner=None,
-               text: torch.Tensor | None = None, seed: int = 42, face_size: int = 512,
-               overwrite: bool = False) -> dict:
-    """Lip-sync ``video_path`` to ``audio_path`` (default: the video's own audio); returns an info dict."""
-    inputs = read_inputs(video_path, audio_path, encoder, pipe.sampler.chunk_size)
-    frames, info = inputs.frames, inputs.info
-    crops, transforms, has_face = (aligner or FaceAligner(size=face_size)).align(frames, str(video_path))
-    paste_mask = load_mouth_mask(mask_path, crops.shape[1])
-    info["faces_found"] = int(has_face.sum())
-
-    def composited():
-        for chunk in pipe.stream(crops, inputs.features, load_mouth_mask(mask_path, MASK_GRID), text=text,
-                                 seed=seed, info=info):
-            s = slice(chunk.frame_start, chunk.frame_start + chunk.frames.shape[2])
-            yield from paste_back(frames[s], frames_to_uint8(chunk.frames)[0], transforms[s], paste_mask,
-                                  original_crops=crops[s], has_face=has_face[s])
-
-    out = write_video(out_path, composited(), FPS, inputs.audio_for_output(), inputs.sample_rate, overwrite=overwrite)
-    return info | {"output": str(out)}
-
-
-def sync_demo_video(video_path: str | Path, out_path: str | Path, *, audio_path: str | Path | None = None,
-                    student: str | Path | None = None, seed: int = 42, overwrite: bool = False) -> dict:
-    """Lip-sync with the bundled demo model, which takes the whole frame as the face (its domain: the
-    64x64 cartoon faces of ``python -m lipforcing_core demo``); the mouth is pasted back at full size."""
-    from .demo.dub import dub
-    from .demo.dit_recipe import pixel_keep_mask
+def demo_model(seed: int = 42, student: str | Path | None = None) -> LipSyncModel:
+    """The bundled demo model on aligned 64x64 faces; it replaces only the mouth in the frame."""
     from .demo.evaluate import load_demo_models
 
     models = load_demo_models(student=student)
-    inputs = read_inputs(video_path, audio_path, models.features)
-    size = DEMO_SIZE
-    small = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in inputs.frames])
-    keep = pixel_keep_mask(size)
-    result = dub(models.pipeline(), small, inputs.features, keep, seed=seed)
-    h, w = inputs.frames.shape[1:3]
-    alpha = cv2.resize(keep.numpy(), (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
+    return LipSyncModel.for_faces(models.pipeline(), models.features, DEMO_SIZE, seed=seed)
 
-    def pasted():
-        for frame, face in zip(inputs.frames, result.frames, strict=True):
-            big = cv2.resize(face, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-            yield (frame * alpha + big * (1 - alpha)).round().astype(np.uint8)
 
-    out = write_video(out_path, pasted(), FPS, inputs.audio_for_output(), inputs.sample_rate, overwrite=overwrite)
-    return inputs.info | {"output": str(out), "model": "demo", "fps_generation": result.fps}
+def release_model(args: argparse.Namespace, face_size: int) -> LipSyncModel:
+    """The released student from ``--dit/--vae/--wav2vec`` (and ``--taew``, ``--mask``, ``--text``)."""
+    device = torch.device(args.device)
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    dtype = dtypes[args.dtype] if args.dtype else (torch.float32 if device.type == "cpu" else torch.bfloat16)
+    pipe = LipSyncPipeline(load_dit(args.dit, dtype=dtype, device=device), load_wan_vae(args.vae, dtype=dtype, device=device),
+                           load_taehv(args.taew, dtype=dtype, device=device) if args.taew else None, t_list=args.t_list,
+                           spec=STREAM_FULL if args.full_attention else STREAM_WINDOW)
+    return LipSyncModel.for_faces(pipe, load_wav2vec2(args.wav2vec, device=device), face_size, args.mask,
+                                  text=load_text(args.text), seed=args.seed)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="source video with a visible face")
     parser.add_argument("--audio", help="driving audio (default: the video's own audio)")
     parser.add_argument("-o", "--output", required=True, help="output .mp4")
-    parser.add_argument("--dit", help="Lip Forcing student checkpoint (.pth/.safetensors); without it the bundled "
-                                      "demo model runs (no download; it knows only the demo's cartoon faces)")
+    parser.add_argument("--dit", help="Lip Forcing student checkpoint (.pth/.safetensors)")
     parser.add_argument("--vae", help="Wan2.1 VAE (Wan2.1_VAE.pth / wan_2.1_vae.safetensors), with --dit")
     parser.add_argument("--wav2vec", help="wav2vec2-base-960h folder or weight file, with --dit")
+    parser.add_argument("--demo", action="store_true",
+                        help="use the bundled demo model instead (no download; trained on cartoon faces only: "
+                             "on a real video it shows the pipeline, not lip-sync quality)")
     parser.add_argument("--taew", help="TAEHV taew2_1.pth: fast streaming decoder (default: decode with the VAE)")
     parser.add_argument("--mask", help="LatentSync mask.png (default: the built-in mask)")
     parser.add_argument("--text", help="text embedding file, one [1, N, 4096] tensor (default: zero text)")
@@ -157,9 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attention kernel (auto: flash-attn / xformers for 16-bit CUDA when installed, else SDPA)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"),
-                        help="DiT, VAE and TAEHV dtype (default bf16 on CUDA, fp32 on CPU)")
-    parser.add_argument("--face-size", type=int, default=512, help="aligned face size (the released model: 512)")
+    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="DiT, VAE and TAEHV dtype (default bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--face-size", type=int, help=f"aligned face size (default {RELEASE_SIZE}, the released "
+                                                      f"model; the demo model works at {DEMO_SIZE})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 
@@ -172,32 +111,40 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
 
 
+def check_arguments(args: argparse.Namespace) -> int:
+    """The face size the arguments ask for; a one-line exit for a missing or mixed model choice."""
+    released = (args.dit, args.vae, args.wav2vec, args.taew)
+    if args.demo:
+        if any(released):
+            raise InputError("--demo runs the bundled demo model: drop --dit/--vae/--wav2vec/--taew")
+        if args.face_size not in (None, DEMO_SIZE):
+            raise InputError(f"--demo works on {DEMO_SIZE}x{DEMO_SIZE} faces; drop --face-size")
+        return DEMO_SIZE
+    if not (args.dit and args.vae and args.wav2vec):
+        raise InputError(NEEDS_MODEL)
+    return args.face_size or RELEASE_SIZE
+
+
+def progress_line(done: int, total: int, fps: float) -> None:
+    """``chunk k/N, x.x fps`` rewritten in place on stderr."""
+    print(f"\rchunk {done}/{total}, {fps:.1f} fps", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+def summary(info: dict, model: str) -> str:
+    return (f"wrote {info['output']}: {info['frames']} frames at {FPS} fps with the {model} model, "
+            f"{info['audio_seconds']:.2f} s of audio; video {info['video_adjust']}; face in {info['faces_found']} "
+            f"frames, {info['frames_without_face']} without a face passed through unchanged; "
+            f"{info['fps_end_to_end']:.1f} fps end to end, first frame after {info['ttff_s']:.2f} s")
+
+
 def _run(args: argparse.Namespace) -> int:
-    check_sync(args)  # output, media, audio, model files (headers) and a face: before anything is loaded
-    if args.dit is None:
-        if args.vae or args.wav2vec or args.taew:
-            raise InputError("--vae/--wav2vec/--taew go with --dit (a released checkpoint); without --dit the "
-                             "bundled demo model runs")
-        print("sync: generating with the bundled demo model ...", file=sys.stderr)
-        info = sync_demo_video(args.video, args.output, audio_path=args.audio, seed=args.seed, overwrite=args.overwrite)
-        print(f"wrote {info['output']}: {info['frames']} frames at {FPS} fps with the demo model "
-              f"(video {info['video_adjust']}, generation {info['fps_generation']:.1f} fps)")
-        return 0
-    if not (args.vae and args.wav2vec):
-        raise InputError("--dit needs --vae (the Wan2.1 VAE) and --wav2vec (wav2vec2-base-960h)")
-    device = torch.device(args.device)
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    dtype = dtypes[args.dtype] if args.dtype else (torch.float32 if device.type == "cpu" else torch.bfloat16)
-    print("sync: loading the models ...", file=sys.stderr)
-    model = load_dit(args.dit, dtype=dtype, device=device)
-    vae = load_wan_vae(args.vae, dtype=dtype, device=device)  # bf16 on CUDA by default, like the DiT
-    decoder = load_taehv(args.taew, dtype=dtype, device=device) if args.taew else None
-    pipe = LipSyncPipeline(model, vae, decoder, t_list=args.t_list,
-                           spec=STREAM_FULL if args.full_attention else STREAM_WINDOW)
-    print("sync: reading the video, aligning faces and generating ...", file=sys.stderr)
-    info = sync_video(pipe, load_wav2vec2(args.wav2vec, device=device), args.video, args.output,
-                      audio_path=args.audio, mask_path=args.mask, text=load_text(args.text), seed=args.seed,
-                      face_size=args.face_size, overwrite=args.overwrite)
-    print(f"wrote {info['output']}: {info['frames']} frames at {FPS} fps "
-          f"(video {info['video_adjust']}, faces in {info['faces_found']} frames)")
+    face_size = check_arguments(args)
+    check_sync(args)  # output, media, audio and model files (headers): before anything is loaded
+    try:
+        job = open_job(args.video, args.audio, face_size=face_size)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    model = demo_model(args.seed) if args.demo else release_model(args, face_size)
+    info = job.run(model, args.output, overwrite=args.overwrite, on_chunk=progress_line)
+    print(summary(info, "demo" if args.demo else "Lip Forcing"))
     return 0

@@ -11,6 +11,9 @@ write H.264/yuv420p mp4 files with the audio muxed in.
   ``Video.variable_frame_rate`` flags it, and ``convert_fps`` turns it into a constant rate.
 * A clip without an audio stream reads with ``audio=None`` (``read_video(..., require_audio=True)``
   turns that into an error); ``write_video`` then writes a silent mp4.
+* Sources are paths or binary file objects (ComfyUI's VIDEO type hands out either); ``stream_frames``
+  decodes one frame at a time and converts the rate on the fly with the same rule as ``convert_fps``,
+  so a whole clip is never held in memory.
 * Writes are atomic (``atomic.atomic_output``: a temporary file in the same folder, renamed when
   complete, removed on failure or SIGTERM) and never replace an existing file unless ``overwrite=True``
   -- so an input clip is never clobbered by default.
@@ -22,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 import av
 import numpy as np
@@ -31,6 +35,9 @@ from .config import FPS as MODEL_FPS  # the rate frames are converted to for the
 from .errors import InputError
 
 _VFR_TOLERANCE = 0.25  # a frame interval off the nominal one by more than this share -> VFR
+
+MediaSource = str | Path | BinaryIO
+T = TypeVar("T")
 
 
 class VideoError(InputError):
@@ -58,21 +65,29 @@ class Video:
         return bool(len(steps) and np.abs(steps * self.fps - 1.0).max() > _VFR_TOLERANCE)
 
 
-def _open_media(path: str | Path) -> av.container.InputContainer:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"media file {path}: no such file")
+def source_name(source: MediaSource) -> str:
+    """How error messages name a media source."""
+    return str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "<in-memory video>")
+
+
+def _open_media(source: MediaSource) -> av.container.InputContainer:
+    if isinstance(source, (str, Path)):
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"media file {source}: no such file")
+    else:
+        source.seek(0)
     try:
-        return av.open(str(path))
+        return av.open(source if not isinstance(source, Path) else str(source))
     except av.error.FFmpegError as err:
-        raise VideoError(f"media file {path}: cannot be opened ({err}); is it a valid video/audio file?") from err
+        raise VideoError(f"media file {source_name(source)}: cannot be opened ({err}); is it a valid video/audio "
+                         "file?") from err
 
 
-def _open(path: str | Path) -> av.container.InputContainer:
-    container = _open_media(path)
+def _open(source: MediaSource) -> av.container.InputContainer:
+    container = _open_media(source)
     if not container.streams.video:
         container.close()
-        raise VideoError(f"video {path}: has no video stream")
+        raise VideoError(f"video {source_name(source)}: has no video stream")
     return container
 
 
@@ -83,7 +98,7 @@ def _stream_fps(stream: av.video.stream.VideoStream) -> float:
     return float(rate)
 
 
-def iter_frames(path: str | Path, *, size: tuple[int, int] | None = None) -> Iterator[tuple[float, np.ndarray]]:
+def iter_frames(path: MediaSource, *, size: tuple[int, int] | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(time_in_seconds, uint8 RGB frame)``; ``size=(width, height)`` rescales while decoding."""
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -92,13 +107,14 @@ def iter_frames(path: str | Path, *, size: tuple[int, int] | None = None) -> Ite
         try:
             for frame in container.decode(stream):
                 if frame.time is None:
-                    raise VideoError(f"video {path}: frame without a timestamp")
+                    raise VideoError(f"video {source_name(path)}: frame without a timestamp")
                 yield frame.time, frame.to_ndarray(format="rgb24", width=width, height=height)
         except av.error.FFmpegError as err:
-            raise VideoError(f"video {path}: decoding failed ({err}); the file may be corrupt or truncated") from err
+            raise VideoError(f"video {source_name(path)}: decoding failed ({err}); the file may be corrupt or "
+                             "truncated") from err
 
 
-def read_audio(path: str | Path, start_time: float = 0.0) -> tuple[np.ndarray | None, int | None]:
+def read_audio(path: MediaSource, start_time: float = 0.0) -> tuple[np.ndarray | None, int | None]:
     """The first audio stream of a video or audio file as float32 ``[C,N]`` with sample 0 at
     ``start_time`` (seconds), or (None, None) when there is none."""
     with _open_media(path) as container:
@@ -115,7 +131,7 @@ def read_audio(path: str | Path, start_time: float = 0.0) -> tuple[np.ndarray | 
                 chunks += [f.to_ndarray() for f in resampler.resample(frame)]
             chunks += [f.to_ndarray() for f in resampler.resample(None)]
         except av.error.FFmpegError as err:
-            raise VideoError(f"audio of {path}: decoding failed ({err})") from err
+            raise VideoError(f"audio of {source_name(path)}: decoding failed ({err})") from err
     if not chunks:
         return None, None
     audio = np.concatenate(chunks, axis=1).astype(np.float32)
@@ -144,6 +160,66 @@ def read_video(path: str | Path, *, size: tuple[int, int] | None = None, max_fra
     if audio is None and require_audio:
         raise VideoError(f"video {path}: has no audio stream (give a separate audio file)")
     return Video(np.stack(frames), fps, audio, rate, np.asarray(times, np.float64) - times[0])
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What the first decoded frame tells: the nominal rate, the frame size, the first timestamp."""
+
+    fps: float
+    width: int
+    height: int
+    start_time: float
+
+
+def probe_video(source: MediaSource) -> VideoProbe:
+    """Rate, size and start time of a clip, from its first frame; a clear error if it has none."""
+    with _open(source) as container:
+        fps = _stream_fps(container.streams.video[0])
+    frames = iter_frames(source)
+    first = next(frames, None)
+    frames.close()
+    if first is None:
+        raise VideoError(f"video {source_name(source)}: no decodable frames")
+    return VideoProbe(fps, first[1].shape[1], first[1].shape[0], first[0])
+
+
+def stream_frames(source: MediaSource, fps: float = MODEL_FPS) -> Iterator[np.ndarray]:
+    """The clip's frames at a constant ``fps``, decoded one at a time (the ``convert_fps`` rule)."""
+    with _open(source) as container:
+        source_fps = _stream_fps(container.streams.video[0])
+    frames = iter_frames(source)
+    try:
+        yield from resample_stream(frames, fps, source_fps)
+    finally:
+        frames.close()  # a file object can then be opened again at once
+
+
+def resample_stream(timed: Iterable[tuple[float, T]], fps: float, source_fps: float) -> Iterator[T]:
+    """``convert_fps`` on a stream of ``(time, item)``: for ``j = 0, 1, ...`` the item nearest ``j / fps``
+    (ties -> the earlier one), ``round(duration * fps)`` items in all, holding two items at a time."""
+    items = iter(timed)
+    first = next(items, None)
+    if first is None:
+        return
+    t0 = first[0]
+
+    def step():
+        nxt = next(items, None)
+        return None if nxt is None else (nxt[0] - t0, nxt[1])
+
+    prev, cur, j = (0.0, first[1]), step(), 0
+    while True:
+        target = j / fps
+        while cur is not None and cur[0] <= target:
+            prev, cur = cur, step()
+        if cur is None:
+            if j >= max(1, round((prev[0] + 1.0 / source_fps) * fps)):
+                return
+            yield prev[1]
+        else:
+            yield prev[1] if target - prev[0] <= cur[0] - target else cur[1]
+        j += 1
 
 
 def frame_times(n: int, fps: float) -> np.ndarray:

@@ -8,6 +8,7 @@ import folder_paths
 from comfy import model_management
 from comfy.model_patcher import ModelPatcher
 from comfy.utils import ProgressBar
-from comfy_api.latest import ComfyExtension, io
+from comfy_api.latest import ComfyExtension, InputImpl, io
 
-__all__ = ["ComfyExtension", "ModelPatcher", "ProgressBar", "folder_paths", "io", "model_management"]
+__all__ = ["ComfyExtension", "InputImpl", "ModelPatcher", "ProgressBar", "folder_paths", "io",
+           "model_management"]

@@ -1,29 +1,42 @@
-"""The streaming sampler node: aligned faces + audio features -> lip-synced faces, chunk by chunk.
+"""The streaming sampler node (aligned faces + audio features -> lip-synced faces, chunk by chunk) and
+the one-node lip syncs (IMAGE batch or VIDEO in).
 
-A thin front end to ``lipforcing_core.pipeline.LipSyncPipeline.stream``: ComfyUI loads the models
-onto the GPU together, every generated chunk is one progress step with its last frame as preview
-(Cancel stops between chunks), and the frames are returned as an IMAGE batch.
+The sampler is a thin front end to ``lipforcing_core.pipeline.LipSyncPipeline.stream``; the one-node
+lip syncs to ``lipforcing_core.stream_job`` (the orchestration ``sync`` runs). ComfyUI loads the
+models onto the GPU together, every generated chunk is one progress step (Cancel stops between
+chunks).
 """
 
 from __future__ import annotations
 
+import uuid
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from lipforcing_core.config import FPS, STREAM_FULL, STREAM_WINDOW
-from lipforcing_core.face.mask import MASK_GRID
+from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW
 from lipforcing_core.errors import InputError
+from lipforcing_core.face import FaceNotFoundError
+from lipforcing_core.face.align import FaceTracker
 from lipforcing_core.models.attention import attention_backend
-from lipforcing_core.pipeline import LipSyncPipeline, frames_to_uint8, generation_length, pingpong_indices
+from lipforcing_core.pipeline import LipSyncPipeline, frames_to_uint8, generation_length
 from lipforcing_core.preflight import check_audio_width, check_latent_width
 from lipforcing_core.sampling.schedule import STUDENT_T_LIST
+from lipforcing_core.stream_job import LipSyncModel, StreamJob, video_job
+from lipforcing_core.video import VideoError, write_video
 
-from ._comfy import io
-from ._types import LipForcingInputError, frames_from_image, image_from_frames, text_from_conditioning
-from .audio import AudioEmbeds, AudioEncode, AudioEncoder
-from .face import BUILT_IN_MASK, INSIGHTFACE, MEDIAPIPE, FaceAlign, MouthMask, PasteBack, keep_mask
+from ._comfy import InputImpl, folder_paths, io
+from ._types import (
+    LipForcingInputError,
+    clip_waveform,
+    frames_from_image,
+    image_from_frames,
+    text_from_conditioning,
+)
+from .audio import AudioEmbeds, AudioEncoder
+from .face import INSIGHTFACE, MEDIAPIPE, keep_mask, make_detector
 from .loaders import LipForcingModel, TinyDecoder, WanVAE
 from .memory import expect, load_together
 from .progress import Progress
@@ -122,8 +135,61 @@ class Sampler(io.ComfyNode):
         return io.NodeOutput(image_from_frames(np.concatenate(out)), ui={"text": [summary]})
 
 
+def lip_sync_inputs(media: io.Input, audio: io.Input) -> list:
+    """The inputs of the one-node lip syncs: models, the frames (``media``), audio, seed, face settings."""
+    return [
+        LipForcingModel.Input("model", tooltip="From Lip Forcing Model Loader."),
+        WanVAE.Input("vae", tooltip="From Lip Forcing VAE Loader."),
+        AudioEncoder.Input("audio_encoder", tooltip="From Lip Forcing Audio Encoder Loader."),
+        media,
+        *([] if audio.optional else [audio]),
+        io.Int.Input("seed", default=42, min=0, max=2**63 - 1, control_after_generate=True,
+                     tooltip="Seed of the clip noise."),
+        io.Combo.Input("detector", options=[MEDIAPIPE, INSIGHTFACE], default=MEDIAPIPE,
+                       tooltip="Face detector (see Lip Forcing Face Align)."),
+        io.Int.Input("face_size", default=512, min=16, max=2048, step=16,
+                     tooltip="Aligned face size: 512 for the released models, 64 for the demo model (which "
+                             "then replaces only the mouth)."),
+        *([audio] if audio.optional else []),
+        io.Conditioning.Input("text", optional=True, tooltip="Prompt from CLIPTextEncode (CLIPLoader type "
+                                                             "'wan'), e.g. 'a person talking'."),
+        TinyDecoder.Input("taew", optional=True, tooltip="TAEHV tiny decoder for faster decoding."),
+    ]
+
+
+def run_lip_sync(job_for, model, vae, audio_encoder, seed: int, detector: str, face_size: int, text, taew,
+                 output, writer=write_video) -> dict:
+    """The streaming job (:mod:`lipforcing_core.stream_job`) with ComfyUI's models: one progress step
+    per chunk. ``job_for(tracker)`` opens the job; ``writer`` consumes the frames."""
+    managed = [expect(model, "dit", "model"), expect(vae, "vae", "vae"), expect(audio_encoder, "audio_encoder",
+                                                                                 "audio_encoder")]
+    if taew is not None:
+        managed.append(expect(taew, "taew", "taew"))
+    context = None if text is None else text_from_conditioning(text, "text")
+    try:
+        job = job_for(FaceTracker(make_detector(detector), size=face_size))
+    except (FaceNotFoundError, VideoError, ValueError) as err:
+        raise LipForcingInputError("video / audio", str(err)) from err
+    dit, wan_vae, encoder, *decoder = load_together(managed)
+    pipe = LipSyncPipeline(dit, wan_vae, decoder[0] if decoder else None)
+    lip_model = LipSyncModel.for_faces(pipe, encoder, face_size, text=context, seed=seed)
+    progress = Progress(job.chunks(pipe.sampler.chunk_size))
+    try:
+        with warnings.catch_warnings(), attention_backend(managed[0].attention):
+            warnings.simplefilter("ignore")  # the decisions are in the summary
+            return job.run(lip_model, output, on_chunk=lambda done, total, fps: progress.step(done), writer=writer)
+    except ValueError as err:
+        raise LipForcingInputError("video / audio / text", str(err)) from err
+
+
+def summary(info: dict) -> str:
+    return (f"{info['frames']} frames for {info['audio_seconds']:.2f} s of audio; video {info['video_adjust']}; "
+            f"face in {info['faces_found']} frames, {info['frames_without_face']} without a face left unchanged; "
+            f"{info['fps_end_to_end']:.1f} fps")
+
+
 class LipSync(io.ComfyNode):
-    """Face Align -> Audio Encode -> Sampler -> Paste Back in one node, with the released settings."""
+    """Face Align -> Audio Encode -> Sampler -> Paste Back in one node, streamed chunk by chunk."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -132,42 +198,62 @@ class LipSync(io.ComfyNode):
             display_name="Lip Forcing Lip Sync (one node)",
             category="LipForcing/sampling",
             description="Lip sync a 25 fps video to an audio clip: align faces, encode the speech, generate the "
-                        "mouth chunk by chunk and paste it back, with the built-in mouth mask.",
-            inputs=[
-                LipForcingModel.Input("model", tooltip="From Lip Forcing Model Loader."),
-                WanVAE.Input("vae", tooltip="From Lip Forcing VAE Loader."),
-                AudioEncoder.Input("audio_encoder", tooltip="From Lip Forcing Audio Encoder Loader."),
+                        "mouth chunk by chunk and paste it back, with the built-in mouth mask. For long clips use "
+                        "Lip Forcing Lip Sync (video), which never holds the frames in memory.",
+            inputs=lip_sync_inputs(
                 io.Image.Input("images", tooltip="The video frames at 25 fps (Lip Forcing Load Video)."),
-                io.Audio.Input("audio", tooltip="The speech to sync to; the output has one frame per 40 ms of it "
-                                                "(rounded down to whole chunks)."),
-                io.Int.Input("seed", default=42, min=0, max=2**63 - 1, control_after_generate=True,
-                             tooltip="Seed of the clip noise."),
-                io.Combo.Input("detector", options=[MEDIAPIPE, INSIGHTFACE], default=MEDIAPIPE,
-                               tooltip="Face detector (see Lip Forcing Face Align)."),
-                io.Int.Input("face_size", default=512, min=16, max=2048, step=16,
-                             tooltip="Aligned face size: 512 for the released models, 64 for the demo model."),
-                io.Conditioning.Input("text", optional=True, tooltip="Prompt from CLIPTextEncode (CLIPLoader type "
-                                                                     "'wan'), e.g. 'a person talking'."),
-                TinyDecoder.Input("taew", optional=True, tooltip="TAEHV tiny decoder for faster decoding."),
-            ],
+                io.Audio.Input("audio", tooltip="The speech to sync to; the output has one frame per 40 ms of all "
+                                                "of it.")),
             outputs=[io.Image.Output(display_name="images", tooltip="The lip-synced frames (25 fps).")],
         )
 
     @classmethod
     def execute(cls, model, vae, audio_encoder, images: torch.Tensor, audio: dict, seed: int, detector: str,
                 face_size: int, text: list | None = None, taew=None) -> io.NodeOutput:
-        # the order of the release's `sync`: audio length first, then the frames cut or ping-pong extended
-        # to it, aligned, generated with the 256-grid mask and pasted back with the face-size mask
-        embeds, _ = AudioEncode.execute(audio_encoder, audio, FPS, 0).args
-        n = generation_length(len(embeds))[1]
-        frames = images[torch.from_numpy(pingpong_indices(min(len(images), n), n))]
-        faces, alignment = FaceAlign.execute(frames, detector, 0, face_size).args
-        t_list = ", ".join(str(t) for t in STUDENT_T_LIST)
-        mask = MouthMask.execute(BUILT_IN_MASK, MASK_GRID).args[0]
-        generated = Sampler.execute(model, vae, embeds, faces, mask, seed, t_list, next(iter(WINDOWS)), text, taew)
-        paste_mask = MouthMask.execute(BUILT_IN_MASK, face_size).args[0]
-        pasted = PasteBack.execute(frames, generated.args[0], alignment, paste_mask).args[0]
-        return io.NodeOutput(pasted, ui=generated.ui)
+        frames = frames_from_image(images, "images")
+        waveform, rate = clip_waveform(audio, "audio")
+        collected: list[np.ndarray] = []
+
+        def keep_frames(path, it, fps, audio, rate, overwrite=False):
+            collected.extend(it)
+            return path
+
+        info = run_lip_sync(lambda tracker: StreamJob(lambda: iter(frames), waveform.numpy(), rate, tracker, "images"),
+                            model, vae, audio_encoder, seed, detector, face_size, text, taew, "images", keep_frames)
+        return io.NodeOutput(image_from_frames(np.stack(collected)), ui={"text": [summary(info)]})
 
 
-NODES = [Sampler, LipSync]
+class LipSyncVideo(io.ComfyNode):
+    """The one-node lip sync on ComfyUI's VIDEO type: streamed from file to file, any length."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LipForcingLipSyncVideo",
+            display_name="Lip Forcing Lip Sync (video)",
+            category="LipForcing/sampling",
+            description="Lip sync a VIDEO (Load Video) to speech, streamed: frames are decoded, aligned, "
+                        "generated, pasted back and encoded chunk by chunk, so memory does not grow with the clip. "
+                        "Any frame rate in (converted to 25 fps); H.264 mp4 out with the speech as its audio.",
+            inputs=lip_sync_inputs(
+                io.Video.Input("video", tooltip="The source video (ComfyUI's Load Video), any frame rate."),
+                io.Audio.Input("audio", optional=True, tooltip="The speech to sync to (default: the video's own "
+                                                               "audio); the output lasts as long as it.")),
+            outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video at 25 fps with the "
+                                                                   "speech muxed in.")],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, audio_encoder, video, seed: int, detector: str, face_size: int,
+                audio: dict | None = None, text: list | None = None, taew=None) -> io.NodeOutput:
+        source = video.get_stream_source()
+        wave, rate = (None, None) if audio is None else clip_waveform(audio, "audio")
+        folder = Path(folder_paths.get_temp_directory())
+        folder.mkdir(parents=True, exist_ok=True)
+        output = folder / f"LipForcing_{uuid.uuid4().hex[:12]}.mp4"
+        info = run_lip_sync(lambda tracker: video_job(source, tracker, None if wave is None else wave.numpy(), rate),
+                            model, vae, audio_encoder, seed, detector, face_size, text, taew, output)
+        return io.NodeOutput(InputImpl.VideoFromFile(str(output)), ui={"text": [summary(info)]})
+
+
+NODES = [Sampler, LipSync, LipSyncVideo]

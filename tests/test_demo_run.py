@@ -1,4 +1,4 @@
-"""The demo end to end: ``train-demo --quick`` from scratch, the ``demo`` and ``sync`` commands, the evaluation."""
+"""The demo end to end: ``train-demo --quick`` from scratch, the ``demo`` command, the evaluation (``sync --demo`` on real video: tests/test_stream_job.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,7 @@ from lipforcing_core.demo import LogMelFeatures
 from lipforcing_core.demo.dub import dub, dubbing_pair, to_uint8
 from lipforcing_core.demo.dit_recipe import pixel_keep_mask
 from lipforcing_core.demo.evaluate import load_demo_models, summarize
-from lipforcing_core.demo.constants import STUDENT_FILE
 from lipforcing_core.demo.recipe import load_demo_vae, read_metadata
-from lipforcing_core.sync import sync_demo_video
 from lipforcing_core.vae.wan_vae import load_wan_vae
 from lipforcing_core.video import read_video
 
@@ -88,36 +86,6 @@ def test_dub_keeps_outside_pixels_and_extends_a_short_video(quick):
     extended = np.concatenate([source[:20], source[18:5:-1]])
     outside = keep.numpy().astype(bool)
     assert np.array_equal(result.frames[:, outside], extended[:, outside])
-
-
-def test_sync_demo_mode_pastes_the_mouth_into_a_larger_video(quick, tmp_path):
-    pair = dubbing_pair(1_000_004, 1_000_005, 1_000_006, duration_s=1.4)
-    from lipforcing_core.video import write_video
-
-    big = to_uint8(pair.source).repeat(2, 1).repeat(2, 2)  # 128x128
-    write_video(tmp_path / "in.mp4", big, 25.0, pair.source_audio[None].numpy(), 16000)
-    write_wav(tmp_path / "speech.wav", pair.target_audio.numpy(), 16000)
-    info = sync_demo_video(tmp_path / "in.mp4", tmp_path / "out.mp4", audio_path=tmp_path / "speech.wav",
-                           student=_files(quick)["student"])
-    out, src = read_video(tmp_path / "out.mp4"), read_video(tmp_path / "in.mp4")
-    assert info["frames"] == 33 and out.frames.shape == (33, 128, 128, 3)
-    top = slice(0, 40)  # eyes and hair: far from the mouth mask, only codec noise
-    assert np.abs(out.frames[:, top].astype(int) - src.frames[:33, top].astype(int)).mean() < 4  # two H.264 passes
-
-
-def test_sync_without_flags_uses_the_bundled_student(tmp_path):
-    if not STUDENT_FILE.is_file():
-        pytest.fail(f"the bundled demo student {STUDENT_FILE} is missing: train it with `train-demo`")
-    pair = dubbing_pair(1_000_007, 1_000_008, 1_000_009, duration_s=1.4)
-    from lipforcing_core.video import write_video
-
-    write_video(tmp_path / "in.mp4", to_uint8(pair.source), 25.0, pair.source_audio[None].numpy(), 16000)
-    write_wav(tmp_path / "speech.wav", pair.target_audio.numpy(), 16000)
-    assert main(["sync", "--video", str(tmp_path / "in.mp4"), "--audio", str(tmp_path / "speech.wav"),
-                 "-o", str(tmp_path / "out.mp4")]) == 0
-    assert read_video(tmp_path / "out.mp4").frames.shape == (33, 64, 64, 3)
-    with pytest.raises(SystemExit):
-        main(["sync", "--video", str(tmp_path / "in.mp4"), "--dit", "x.pth", "-o", str(tmp_path / "o2.mp4")])
 
 
 def test_summary_checks_follow_the_acceptance_rules():

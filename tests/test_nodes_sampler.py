@@ -105,12 +105,11 @@ def test_sampler_explains_bad_inputs(models):
         sampler.Sampler.execute(dit, vae, embeds, faces[:, :24, :24], mask[:, :24, :24], 0, "0.999, 0", window)
 
 
-def test_one_node_lip_sync(models, base, golden_root):
-    """Face Align -> Audio Encode -> Sampler -> Paste Back on real frames, with a DiT sized for the tiny wav2vec2."""
+@pytest.fixture()
+def lip_sync_models(models, base, golden_root):
+    """(DiT sized for the tiny wav2vec2, the tiny VAE, the tiny wav2vec2), skipping without the MediaPipe models."""
     from lipforcing_pack.nodes.memory import manage
-    from safetensors.torch import load_file
 
-    from lipforcing_core.audio.io import load_audio
     from lipforcing_core.config import DiTConfig
     from lipforcing_core.face import MediaPipeDetector, ModelNotFoundError
     from lipforcing_core.models.dit import LipForcingDiT
@@ -119,11 +118,20 @@ def test_one_node_lip_sync(models, base, golden_root):
         MediaPipeDetector()
     except ModelNotFoundError as err:
         pytest.skip(f"MediaPipe face models not installed: {err}")
-    _, vae = models
     comfy_env.link_model(base, "audio_encoders", golden_root / "audio" / "wav2vec2_tiny")
     encoder = audio.AudioEncoderLoader.execute("wav2vec2_tiny/model.safetensors", "fp32").args[0]
     torch.manual_seed(0)
     dit = manage(LipForcingDiT(DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=4, audio_dim=128)), "dit", "t")
+    return dit, models[1], encoder
+
+
+def test_one_node_lip_sync(lip_sync_models, golden_root):
+    """The one node on real frames (an IMAGE batch), streamed through the core's job."""
+    from safetensors.torch import load_file
+
+    from lipforcing_core.audio.io import load_audio
+
+    dit, vae, encoder = lip_sync_models
     frames = load_file(str(golden_root / "face" / "inputs.safetensors"))["frames"][:3]
     speech, rate = load_audio(golden_root / "audio" / "stereo_44100.wav")
     clip = {"waveform": speech[None, :, : rate * FRAMES // 25], "sample_rate": rate}
@@ -153,3 +161,30 @@ def test_text_embedding_file_feeds_the_sampler(models, base):
     assert images.shape[0] == 9
     with pytest.raises(LipForcingInputError, match="'embedding_name'.*exactly one"):
         text.LoadTextEmbedding.execute("two.safetensors")
+
+
+def test_video_node_streams_file_to_file(lip_sync_models, base, golden_root, media_root):
+    """VIDEO in (a 30 fps file), VIDEO out in ComfyUI's temp folder: 25 fps, as long as the speech, audio muxed."""
+    from comfy_api.latest import InputImpl
+
+    from lipforcing_core.audio.io import load_audio
+    from lipforcing_core.video import read_video, write_video
+
+    dit, vae, encoder = lip_sync_models
+    clip = read_video(media_root / "latentsync_demo3_video.mp4", size=(270, 480), max_frames=15)
+    source = write_video(base / "in.mp4", clip.frames, clip.fps, clip.audio[:, : clip.sample_rate // 2], clip.sample_rate)
+    speech, rate = load_audio(golden_root / "audio" / "stereo_44100.wav")
+    seconds = 0.7
+    driving = {"waveform": speech[None, :, : round(rate * seconds)], "sample_rate": rate}
+    out = sampler.LipSyncVideo.execute(dit, vae, encoder, InputImpl.VideoFromFile(str(source)), 3, face.MEDIAPIPE,
+                                       SIZE, audio=driving)
+    (result,) = out.args
+    path = Path(result.get_stream_source())
+    assert path.parent == base / "temp" and path.suffix == ".mp4"
+    written = read_video(path)
+    assert len(written.frames) == round(seconds * 25) and written.fps == pytest.approx(25.0)
+    assert written.audio.shape[1] / written.sample_rate == pytest.approx(seconds, abs=0.05)
+    assert "ping-pong extended" in out.ui["text"][0]  # 0.5 s of video for 0.7 s of speech
+    with pytest.raises(LipForcingInputError, match="no audio stream"):
+        silent = write_video(base / "silent.mp4", clip.frames, clip.fps)
+        sampler.LipSyncVideo.execute(dit, vae, encoder, InputImpl.VideoFromFile(str(silent)), 3, face.MEDIAPIPE, SIZE)

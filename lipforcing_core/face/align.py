@@ -86,25 +86,47 @@ def sample_affine(image: np.ndarray, src_of_dst: np.ndarray, out_hw: tuple[int, 
     """Bilinear sampling of ``image`` [H,W,C] at ``src_of_dst``·(x, y, 1) for every output pixel, with
     integer pixel centres (align-corners) and zero padding -- the kornia ``warp_affine`` geometry.
     Positions are computed in float64, the interpolation in float32 (as kornia on CPU).
-    Returns (samples [h,w,C] float32, in-image weight share w [h,w] float64)."""
+    Returns (samples [h,w,C] float32, in-image weight share w [h,w] float32).
+
+    Only the part of ``image`` the positions reach (plus one pixel) is converted and sampled, so
+    warping a face out of a 1080p frame costs what the face costs; where every position lies inside
+    the image the share is 1 without being computed."""
     h, w = image.shape[:2]
     oh, ow = out_hw
     a = np.asarray(src_of_dst, np.float64)
-    ys, xs = np.mgrid[0:oh, 0:ow].astype(np.float64)
-    sx = a[0, 0] * xs + a[0, 1] * ys + a[0, 2]
-    sy = a[1, 0] * xs + a[1, 1] * ys + a[1, 2]
-    grid = np.stack([sx * (2.0 / (w - 1)) - 1.0, sy * (2.0 / (h - 1)) - 1.0], axis=-1).astype(np.float32)
-    src = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    xs, ys = np.arange(ow, dtype=np.float64), np.arange(oh, dtype=np.float64)[:, None]
+    sx = (a[0, 1] * ys + a[0, 2]) + a[0, 0] * xs
+    sy = (a[1, 1] * ys + a[1, 2]) + a[1, 0] * xs
+    x0, x1 = _reach(sx, w)
+    y0, y1 = _reach(sy, h)
+    roi = image[y0:y1, x0:x1]
+    rw, rh = x1 - x0, y1 - y0
+    grid = np.empty((oh, ow, 2), np.float32)
+    grid[..., 0] = (sx - x0) * (2.0 / max(rw - 1, 1)) - 1.0
+    grid[..., 1] = (sy - y0) * (2.0 / max(rh - 1, 1)) - 1.0
+    src = torch.from_numpy(np.ascontiguousarray(roi)).permute(2, 0, 1)[None].float()
     out = F.grid_sample(src, torch.from_numpy(grid)[None], mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out[0].permute(1, 2, 0).numpy(), _axis_share(sx, w) * _axis_share(sy, h)
+    samples = out[0].permute(1, 2, 0).numpy()
+    inside = sx.min() >= 0 and sx.max() <= w - 1 and sy.min() >= 0 and sy.max() <= h - 1
+    share = np.ones((oh, ow), np.float32) if inside else (_axis_share(sx, w) * _axis_share(sy, h)).astype(np.float32)
+    return samples, share
+
+
+def _reach(coord: np.ndarray, n: int) -> tuple[int, int]:
+    """``[lo, hi)`` of the pixels along one axis that bilinear taps at ``coord`` touch, within ``[0, n)``;
+    at least two pixels wide where the image allows it (the align-corners normalisation needs two)."""
+    lo = int(np.clip(np.floor(coord.min()), 0, n - 1))
+    hi = int(np.clip(np.floor(coord.max()) + 2, lo + 1, n))
+    if hi - lo < 2:
+        lo, hi = max(0, min(lo, n - 2)), min(n, max(hi, 2))
+    return lo, hi
 
 
 def warp_crop(frame: np.ndarray, m16: np.ndarray) -> np.ndarray:
     """uint8 RGB frame [H,W,3] -> 420x560 crop [560,420,3] uint8 with the float16 matrix ``m16``."""
     samples, share = sample_affine(frame, invert_affine(m16), (CROP_H, CROP_W))
-    v = samples + FILL * (1.0 - share[..., None])
-    v = v.astype(np.float16).astype(np.float32).clip(0, 255)  # official output is float16, then truncation
-    return v.astype(np.uint8)
+    v = torch.from_numpy(samples + FILL * (1.0 - share[..., None]))
+    return v.half().float().clamp_(0, 255).to(torch.uint8).numpy()  # official output is float16, then truncation
 
 
 def align_frame(frame: np.ndarray, m16: np.ndarray, size: int = RESOLUTION) -> np.ndarray:
@@ -193,8 +215,48 @@ class FaceAligner:
     def align(self, frames: np.ndarray, name: str = "clip") -> Alignment:
         points = self.points(frames)
         if all(p is None for p in points):
-            which = f"face #{self.face_index} (0 = largest)" if self.face_index else "a face"
-            raise FaceNotFoundError(f"{name}: no frame of {len(points)} contains {which}; "
-                                    "the clip needs a visible, roughly frontal face")
+            raise no_face_error(name, len(points), self.face_index)
         points = fill_gaps(points, self.max_gap)
         return align_points(frames, points, self.size)
+
+
+class FaceTracker:
+    """Causal per-frame alignment for streaming: ``crop, m16 = tracker(frame)``, ``m16`` None without a face.
+
+    The smoothing is :func:`align_points`' EMA over the frames with a face, in order. A frame without
+    the face is not pasted into (``m16`` None) but still gives the model an input: the last aligned
+    face, or before the first one, ``first_crop`` (the face found by :func:`first_face`)."""
+
+    def __init__(self, detector, *, face_index: int = 0, size: int = RESOLUTION,
+                 first_crop: np.ndarray | None = None) -> None:
+        self.detector, self.face_index, self.size = detector, face_index, size
+        self.smoother, self.last_crop = BiasSmoother(), first_crop
+
+    def points(self, frame: np.ndarray) -> np.ndarray | None:
+        faces = self.detector.detect(frame)
+        return faces[self.face_index].points3 if len(faces) > self.face_index else None
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        points = self.points(frame)
+        if points is None:
+            return self.last_crop, None
+        m16 = smoothed_matrix(points, self.smoother)
+        self.last_crop = align_frame(frame, m16, self.size)
+        return self.last_crop, m16
+
+
+def first_face(tracker: FaceTracker, frames, name: str = "clip") -> tuple[int, np.ndarray]:
+    """``(index, aligned crop)`` of the first frame of ``frames`` (an iterable) showing the tracker's face;
+    reads no further than that frame. :class:`FaceNotFoundError` (one line) if no frame does."""
+    count = 0
+    for count, frame in enumerate(frames, 1):
+        points = tracker.points(frame)
+        if points is not None:
+            return count - 1, align_frame(frame, smoothed_matrix(points, BiasSmoother()), tracker.size)
+    raise no_face_error(name, count, tracker.face_index)
+
+
+def no_face_error(name: str, frames: int, face_index: int) -> FaceNotFoundError:
+    which = f"face #{face_index} (0 = largest)" if face_index else "a face"
+    return FaceNotFoundError(f"{name}: no frame of {frames} contains {which}; the clip needs a visible, roughly "
+                             "frontal face")

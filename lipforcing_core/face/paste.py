@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from .align import CROP_H, CROP_W, FILL, invert_affine, sample_affine
 
 
-def mouth_composite(generated: np.ndarray, original: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+def mouth_composite(generated: np.ndarray, original: np.ndarray, mask: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 [512,512,3] faces -> float32 CHW in [0,1]: generated mouth, original elsewhere."""
-    g = torch.from_numpy(np.ascontiguousarray(generated)).permute(2, 0, 1).float() / 255.0
-    a = torch.from_numpy(np.ascontiguousarray(original)).permute(2, 0, 1).float() / 255.0
+    g = torch.from_numpy(np.ascontiguousarray(generated)).permute(2, 0, 1).float()
+    a = torch.from_numpy(np.ascontiguousarray(original)).permute(2, 0, 1).float()
     m = torch.as_tensor(mask, dtype=torch.float32)
-    return g * (1 - m) + a * m
+    return (a + (g - a) * (1 - m)) / 255.0
 
 
 def _crop_bbox(frame_of_crop: np.ndarray, hw: tuple[int, int], margin: int) -> tuple[int, int, int, int]:
@@ -58,30 +58,46 @@ def soft_alpha(coverage: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 def paste_face(frame: np.ndarray, face: torch.Tensor, m16: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Blend one float32 CHW face in [0,1] (512x512) back into ``frame`` with the float16 frame->crop
     matrix ``m16``. Returns (result uint8 [H,W,3], alpha float32 [H,W])."""
-    h, w = frame.shape[:2]
-    face = F.interpolate(face[None], size=(CROP_H, CROP_W), mode="bicubic", antialias=True, align_corners=False)[0]
-    face = face * 2 - 1
-    m_inv = invert_affine(m16).astype(np.float32)  # crop -> frame, as stored for the paste-back
-    crop_of_frame = invert_affine(m_inv)
-    # First pass on the tight box to measure w_edge, then the box grown by the blur/erosion reach.
-    y0, y1, x0, x1 = _crop_bbox(m_inv, (h, w), 2)
-    hwc = face.permute(1, 2, 0).numpy()
-    cov0 = sample_affine(hwc[..., :1], _shifted(crop_of_frame, x0, y0), (y1 - y0, x1 - x0))[1]
-    _, _, w_edge = soft_alpha(cov0.astype(np.float32))
-    y0, y1, x0, x1 = _crop_bbox(m_inv, (h, w), 2 * w_edge + 4)
-    samples, share = sample_affine(hwc, _shifted(crop_of_frame, x0, y0), (y1 - y0, x1 - x0))
-    coverage = share.astype(np.float32)
-    v = (samples + FILL * (1 - share[..., None])).astype(np.float32)
-    inv_face = np.clip(v / 2 + 0.5, 0, 1) * np.float32(255)
-    alpha, e, _ = soft_alpha(coverage)
-    roi = frame[y0:y1, x0:x1].astype(np.float32)
-    a = alpha[..., None]
-    blended = a * (e[..., None] * inv_face) + (1 - a) * roi
     result = frame.copy()
-    result[y0:y1, x0:x1] = blended.astype(np.uint8)  # truncation, as the official float->uint8
-    full_alpha = np.zeros((h, w), np.float32)
+    (y0, y1, x0, x1), alpha = paste_face_into(result, face, m16)
+    full_alpha = np.zeros(frame.shape[:2], np.float32)
     full_alpha[y0:y1, x0:x1] = alpha
     return result, full_alpha
+
+
+def paste_face_into(frame: np.ndarray, face: torch.Tensor, m16: np.ndarray, mouth: torch.Tensor | None = None
+                    ) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """:func:`paste_face` in place, on the face's region of interest only: returns that region
+    ``(y0, y1, x0, x1)`` and its alpha. ``mouth`` ([H,W] float in [0,1] on the aligned face, 1 =
+    mouth) limits the blend to the mouth: every pixel outside it keeps its value bit for bit (for
+    models whose faces are too small to replace a whole face, such as the 64x64 demo model)."""
+    h, w = frame.shape[:2]
+    face = face * 2 - 1
+    if mouth is not None:
+        face = torch.cat([face, mouth.to(face)[None]])
+    face = F.interpolate(face[None], size=(CROP_H, CROP_W), mode="bicubic", antialias=True, align_corners=False)[0]
+    m_inv = invert_affine(m16).astype(np.float32)  # crop -> frame, as stored for the paste-back
+    # one pass over the crop's box grown by the widest erosion + blur reach its area allows
+    y0, y1, x0, x1 = _crop_bbox(m_inv, (h, w), 2 * _edge_bound(m_inv) + 4)
+    samples, share = sample_affine(face.permute(1, 2, 0).numpy(), _shifted(invert_affine(m_inv), x0, y0),
+                                   (y1 - y0, x1 - x0))
+    v = samples[..., :3] + FILL * (1 - share[..., None])
+    inv_face = np.clip(v / 2 + 0.5, 0, 1) * np.float32(255)
+    alpha, e, _ = soft_alpha(share)
+    if mouth is not None:
+        alpha = alpha * np.clip(samples[..., 3], 0, 1)
+    roi = frame[y0:y1, x0:x1].astype(np.float32)
+    a = alpha[..., None]
+    frame[y0:y1, x0:x1] = (a * (e[..., None] * inv_face) + (1 - a) * roi).astype(np.uint8)  # truncation, as official
+    return (y0, y1, x0, x1), alpha
+
+
+def _edge_bound(crop_to_frame: np.ndarray) -> int:
+    """An upper bound of :func:`soft_alpha`'s ``w_edge`` for a crop mapped by ``crop_to_frame``: the
+    eroded coverage sums to at most the crop's area in the frame (plus a one-pixel rim)."""
+    scale = abs(float(np.linalg.det(np.asarray(crop_to_frame, np.float64)[:, :2])))
+    area = (CROP_W + 2) * (CROP_H + 2) * scale
+    return int(math.sqrt(area)) // 20 + 1
 
 
 def _shifted(src_of_dst: np.ndarray, x0: int, y0: int) -> np.ndarray:
@@ -92,21 +108,31 @@ def _shifted(src_of_dst: np.ndarray, x0: int, y0: int) -> np.ndarray:
 
 
 def paste_back(frames: np.ndarray, generated: np.ndarray, transforms: np.ndarray, mask: np.ndarray | None,
-               original_crops: np.ndarray | None = None, has_face: np.ndarray | None = None) -> np.ndarray:
+               original_crops: np.ndarray | None = None, has_face: np.ndarray | None = None,
+               mouth_only: bool = False) -> np.ndarray:
     """Paste generated aligned faces [T,512,512,3] uint8 into ``frames`` [T,H,W,3] uint8.
 
     ``mask`` ([512,512], 1 = keep) selects mouth-only compositing against ``original_crops`` (the
-    aligned input faces); ``mask=None`` pastes the full generated face. Frames with ``has_face`` False
-    (or a NaN transform) are returned unchanged."""
+    aligned input faces); ``mask=None`` pastes the full generated face. ``mouth_only`` also limits
+    the blend in the frame to the mask's mouth (see :func:`paste_face_into`). Frames with
+    ``has_face`` False (or a NaN transform) are returned unchanged."""
     if mask is not None and original_crops is None:
         raise ValueError("paste_back: mouth-only compositing (mask given) needs original_crops, the aligned input faces")
+    if mouth_only and mask is None:
+        raise ValueError("paste_back: mouth_only needs the mouth mask")
     if has_face is None:
         has_face = ~np.isnan(np.asarray(transforms, np.float32)).any(axis=(1, 2))
     out = np.array(frames, copy=True)
+    mouth = torch.from_numpy(1 - np.asarray(mask, np.float32)) if mouth_only else None
     for t in np.flatnonzero(has_face):
-        if mask is None:
-            face = torch.from_numpy(np.ascontiguousarray(generated[t])).permute(2, 0, 1).float() / 255.0
-        else:
-            face = mouth_composite(generated[t], original_crops[t], mask)
-        out[t] = paste_face(frames[t], face, transforms[t])[0]
+        paste_face_into(out[t], face_tensor(generated[t], mask, None if mask is None else original_crops[t]),
+                        transforms[t], mouth)
     return out
+
+
+def face_tensor(generated: np.ndarray, mask: np.ndarray | torch.Tensor | None, original: np.ndarray | None
+                ) -> torch.Tensor:
+    """The face to paste as float32 CHW in [0,1]: the generated face, or with ``mask`` its mouth on ``original``."""
+    if mask is None:
+        return torch.from_numpy(np.ascontiguousarray(generated)).permute(2, 0, 1).float() / 255.0
+    return mouth_composite(generated, original, mask)

@@ -17,6 +17,7 @@ the paste-back into full-resolution frames depends on the source size and is lef
   short and a long clip. CPU: the process's peak resident set (``VmHWM``) and the rise of the
   peak over the resident set just before the run (the peak is reset through
   ``/proc/self/clear_refs`` first). CUDA: ``torch.cuda.max_memory_allocated``.
+* ``--e2e``: a whole file-to-file lip sync instead (``lipforcing_core/tools/e2e_bench.py``).
 * ``flops_per_frame``: analytic multiply-add x 2 counts of the transformer per output frame for
   the 1.3B and 14B presets at 512x512 on an 81-frame clip with a 512-row text embedding.
 * ``fast_paths``: the switchable fast paths (``--no-fast`` turns them off for a before/after in
@@ -331,9 +332,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="switchable fast paths off (CUDA graphs, cuDNN autotuning, fused attention, device composite)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
+    from .tools import e2e_bench
+
+    e2e_bench.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.e2e:
+        from .tools import e2e_bench
+
+        return e2e_bench.run(args)
     result = bench(args.preset, args.device, args.decoder, args.size, args.chunks, args.teacher_steps,
                    memory=not args.no_memory, threads=args.threads, vae_dim=args.vae_dim, fast=not args.no_fast)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,139 @@
+"""End-to-end benchmark: one whole file-to-file lip sync through the streaming job, timed by stage.
+
+    python -m lipforcing_core bench --e2e --video V [--audio A] (--preset P --face-size N | --demo |
+        --dit D --vae V --wav2vec W) --device D --out J.json
+
+The run is :class:`~lipforcing_core.stream_job.StreamJob` exactly as ``sync`` runs it (decode,
+detect + align, generate, paste back, encode + mux). ``--preset`` uses seeded random weights
+(a preset-sized DiT, a Wan2.1-shaped VAE of ``--vae-dim`` base width, a wav2vec2-base-shaped audio
+encoder): speed and memory do not depend on the values. Reported:
+
+* ``fps``: output frames per second of wall time, from the job's start (audio features included,
+  model loading excluded); ``ttff_s``: seconds from that start to the first frame handed to the encoder;
+* ``ms_per_frame``: ``decode`` (PyAV decode and 25 fps conversion), ``face`` (detect + align),
+  ``generate`` (the pipeline: VAE encode, denoise, decode), ``paste``, ``encode`` (H.264 + mux);
+* ``peak_rss_mb``: the process's peak resident set during the job (Linux: ``VmHWM`` reset through
+  ``/proc/self/clear_refs`` first; elsewhere the lifetime peak from ``getrusage``, or null).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..audio.wav2vec2 import AudioEncoder, Wav2Vec2Config, build_model
+from ..pipeline import LipSyncPipeline
+from ..stream_job import LipSyncModel
+from ..vae.taehv import TAEHV
+from ..vae.wan_vae import WanVAE, WanVAEConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``bench --e2e`` (``--preset``, ``--device``, ``--out``, ``--threads``,
+    ``--vae-dim`` and ``--decoder`` are the student bench's own)."""
+    parser.add_argument("--e2e", action="store_true", help="time a whole file-to-file lip sync instead (see below)")
+    parser.add_argument("--video", help="--e2e: source video")
+    parser.add_argument("--audio", help="--e2e: driving audio (default: the video's own)")
+    parser.add_argument("--face-size", type=int, default=512, help="--e2e with --preset: aligned face size")
+    parser.add_argument("--demo", action="store_true", help="--e2e: the bundled demo model (64x64 faces)")
+    parser.add_argument("--dit", help="--e2e: a released student checkpoint (with --vae and --wav2vec)")
+    parser.add_argument("--vae", help="--e2e: Wan2.1 VAE file, with --dit")
+    parser.add_argument("--wav2vec", help="--e2e: wav2vec2-base-960h folder or file, with --dit")
+    parser.add_argument("--taew", help="--e2e: TAEHV decoder file, with --dit")
+
+
+def random_model(preset: str, device: torch.device, face_size: int, vae_dim: int, decoder: str) -> LipSyncModel:
+    """A preset-sized student with seeded random weights and random-weight VAE and wav2vec2."""
+    from ..bench import random_dit
+
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    torch.manual_seed(0)
+    vae = WanVAE(WanVAEConfig(dim=vae_dim)).eval().requires_grad_(False).to(device, dtype)
+    dec = TAEHV().eval().requires_grad_(False).to(device, dtype) if decoder == "taehv" else None
+    config = Wav2Vec2Config()
+    encoder = AudioEncoder(build_model(config), config).eval().requires_grad_(False).to(device)
+    pipe = LipSyncPipeline(random_dit(preset, device, dtype), vae, dec)
+    return LipSyncModel.for_faces(pipe, encoder, face_size)
+
+
+def released_model(args: argparse.Namespace, device: torch.device, face_size: int) -> LipSyncModel:
+    from ..audio import load_wav2vec2
+    from ..checkpoints import load_dit
+    from ..vae import load_taehv, load_wan_vae
+
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    pipe = LipSyncPipeline(load_dit(args.dit, dtype=dtype, device=device), load_wan_vae(args.vae, device=device),
+                           load_taehv(args.taew, device=device) if args.taew else None)
+    return LipSyncModel.for_faces(pipe, load_wav2vec2(args.wav2vec, device=device), face_size)
+
+
+def _clear_peak() -> bool:
+    """Reset the peak resident set to the current one (Linux); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb(reset: bool) -> float | None:
+    """Peak resident set in MiB: ``VmHWM`` on Linux (since the last reset), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    if reset:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if platform.system() == "Darwin" else 1024), 1)  # bytes on macOS, KiB elsewhere
+
+
+def e2e(args: argparse.Namespace) -> dict:
+    from ..sync import DEMO_SIZE, demo_model, open_job
+
+    if args.video is None:
+        raise SystemExit("bench --e2e needs --video (and optionally --audio)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    face_size = DEMO_SIZE if args.demo else args.face_size
+    job = open_job(args.video, args.audio, face_size=face_size)
+    if args.demo:
+        model, name = demo_model(), "demo"
+    elif args.dit:
+        model, name = released_model(args, device, face_size), f"released ({Path(args.dit).name})"
+    else:
+        defaults = {"vae_dim": 4, "decoder": "wan"} if device.type == "cpu" else {"vae_dim": 96, "decoder": "taehv"}
+        model = random_model(args.preset, device, face_size, args.vae_dim or defaults["vae_dim"],
+                             args.decoder or defaults["decoder"])
+        name = f"preset {args.preset} (random weights)"
+    reset = _clear_peak()
+    with tempfile.TemporaryDirectory(prefix="lipforcing-e2e-") as tmp:
+        info = job.run(model, Path(tmp) / "out.mp4")
+    from ..bench import machine
+
+    return {"model": name, "device": str(device), "machine": machine(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "video": str(args.video), "audio": args.audio,
+            "face_size": face_size, "frames": info["frames"], "fps": info["fps_end_to_end"], "ttff_s": info["ttff_s"],
+            "peak_rss_mb": peak_rss_mb(reset), "peak_rss_method": "VmHWM after clear_refs" if reset else "ru_maxrss",
+            "ms_per_frame": info["ms_per_frame"], "audio_features_s": info["audio_features_s"],
+            "summary": {k: info[k] for k in ("audio_seconds", "generated_frames", "video_adjust", "faces_found",
+                                             "frames_without_face", "seconds")}}
+
+
+def run(args: argparse.Namespace) -> int:
+    result = e2e(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("fps", "ttff_s", "frames", "peak_rss_mb", "ms_per_frame")}))
+    return 0
