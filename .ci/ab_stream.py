@@ -71,7 +71,7 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype or ("fp32" if device.type == "cpu" else "bf16")]
     packages = {"base": load_package(args.base, "lf_base"), "this": load_package(REPO, "lf_this")}
-    bench = importlib.import_module("lf_this.bench")
+    bench = importlib.import_module("lf_this.tools.bench")
     reference = bench.random_dit(args.preset, device, dtype)
     models = {"this": reference}
     with torch.device("meta"):

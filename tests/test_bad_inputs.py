@@ -47,7 +47,7 @@ from lipforcing_core.audio.wav2vec2 import build_model
 from lipforcing_core.checkpoints import CheckpointError
 from lipforcing_core.cli import main
 from lipforcing_core.config import get_preset
-from lipforcing_core.demo.recipe import STUDENT_FILE, VAE_FILE
+from lipforcing_core.demo.constants import STUDENT_FILE, VAE_FILE
 from lipforcing_core.models.dit import LipForcingDiT
 from lipforcing_core.vae.wan_vae import WanVAE, WanVAEConfig
 from lipforcing_core.video import read_video, write_video

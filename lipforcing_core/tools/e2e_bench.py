@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import tempfile
 from pathlib import Path
 
@@ -29,9 +27,11 @@ import torch
 
 from ..audio.wav2vec2 import AudioEncoder, Wav2Vec2Config, build_model
 from ..pipeline import LipSyncPipeline
+from ..errors import InputError
 from ..stream_job import LipSyncModel
 from ..vae.taehv import TAEHV
 from ..vae.wan_vae import WanVAE, WanVAEConfig
+from .memory import peak_rss_mb, reset_peak_rss, rounded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,36 +73,11 @@ def released_model(args: argparse.Namespace, device: torch.device, face_size: in
     return LipSyncModel.for_faces(pipe, load_wav2vec2(args.wav2vec, device=device), face_size)
 
 
-def _clear_peak() -> bool:
-    """Reset the peak resident set to the current one (Linux); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb(reset: bool) -> float | None:
-    """Peak resident set in MiB: ``VmHWM`` on Linux (since the last reset), else ``ru_maxrss``."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    if reset:
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if platform.system() == "Darwin" else 1024), 1)  # bytes on macOS, KiB elsewhere
-
-
 def e2e(args: argparse.Namespace) -> dict:
     from ..sync import DEMO_SIZE, demo_model, open_job
 
     if args.video is None:
-        raise SystemExit("bench --e2e needs --video (and optionally --audio)")
+        raise InputError("bench --e2e needs --video (and optionally --audio)")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -117,15 +92,15 @@ def e2e(args: argparse.Namespace) -> dict:
         model = random_model(args.preset, device, face_size, args.vae_dim or defaults["vae_dim"],
                              args.decoder or defaults["decoder"])
         name = f"preset {args.preset} (random weights)"
-    reset = _clear_peak()
+    reset = reset_peak_rss()
     with tempfile.TemporaryDirectory(prefix="lipforcing-e2e-") as tmp:
         info = job.run(model, Path(tmp) / "out.mp4")
-    from ..bench import machine
+    from .bench import machine
 
     return {"model": name, "device": str(device), "machine": machine(device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "video": str(args.video), "audio": args.audio,
             "face_size": face_size, "frames": info["frames"], "fps": info["fps_end_to_end"], "ttff_s": info["ttff_s"],
-            "peak_rss_mb": peak_rss_mb(reset), "peak_rss_method": "VmHWM after clear_refs" if reset else "ru_maxrss",
+            "peak_rss_mb": rounded(peak_rss_mb()), "peak_rss_method": "VmHWM after clear_refs" if reset else "ru_maxrss",
             "ms_per_frame": info["ms_per_frame"], "audio_features_s": info["audio_features_s"],
             "summary": {k: info[k] for k in ("audio_seconds", "generated_frames", "video_adjust", "faces_found",
                                              "frames_without_face", "seconds")}}
