@@ -18,7 +18,7 @@ from .audio import load_audio, load_wav2vec2
 from .checkpoints import CheckpointError, load_dit, read_state_dict
 from .config import FPS, STREAM_FULL, STREAM_WINDOW, TEXT_DIM
 from .demo.constants import DEMO_SIZE
-from .errors import InputError
+from .errors import InputError, about
 from .face.align import RESOLUTION as RELEASE_SIZE
 from .face.align import FaceTracker
 from .face.detect import MediaPipeDetector
@@ -138,10 +138,11 @@ def summary(info: dict, model: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    face_size = check_arguments(args)
     check_sync(args)  # output, media, audio and model files (headers): before anything is loaded
+    face_size = check_arguments(args)
     try:
-        job = open_job(args.video, args.audio, face_size=face_size)
+        with about("--video"):  # the job stops at the first face: a clip without one fails here
+            job = open_job(args.video, args.audio, face_size=face_size)
     except ValueError as err:
         raise InputError(str(err)) from err
     model = demo_model(args.seed) if args.demo else release_model(args, face_size)

@@ -161,9 +161,11 @@ class Case:
     flag: str = ""
 
 
-def _sync(video="input/clip.mp4", audio="input/speech.wav", out="out.mp4", extra=""):
+def _sync(video="input/clip.mp4", audio="input/speech.wav", out="out.mp4", extra="--demo"):
+    """A ``sync`` command line; without model files it asks for the bundled demo model (sync needs one)."""
     audio_arg = f" --audio {{base}}/{audio}" if audio else ""
-    return f"sync --video {{base}}/{video}{audio_arg} -o {{base}}/{out} {extra}".strip()
+    model = extra if "--dit" in extra or "--demo" in extra else f"{extra} --demo"
+    return f"sync --video {{base}}/{video}{audio_arg} -o {{base}}/{out} {model}".strip()
 
 
 TINY = "--dit {base}/models/diffusion_models/tiny.safetensors --vae {base}/models/vae/vae.safetensors " \
