@@ -13,6 +13,7 @@ import importlib
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lipforcing_core.inspect", "describe a DiT checkpoint file or preset (kind, preset, params, keys)"),
+    "convert": ("lipforcing_core.tools.convert", "rewrite a DiT checkpoint as safetensors, bf16 or fp8 e4m3 with per-channel scales (streamed, atomic)"),
     "bench": ("lipforcing_core.bench", "time the streaming student against the 50-step CFG teacher (JSON: fps, TTFF, memory, FLOPs)"),
     "demo": ("lipforcing_core.demo.command", "dub a rendered face to new speech with the bundled demo model (no download)"),
     "sync": ("lipforcing_core.sync", "lip-sync a video to an audio track with the streaming student (writes an mp4)"),

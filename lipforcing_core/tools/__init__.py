@@ -1,0 +1,1 @@
+"""Command-line tools beside the library API: benchmarks and checkpoint inspection."""
