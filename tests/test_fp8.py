@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from lipforcing_core.checkpoints import load_dit
-from lipforcing_core.config import STREAM_WINDOW
 from lipforcing_core.demo.dit_recipe import pixel_keep_mask
 from lipforcing_core.demo.dub import dubbing_pair
 from lipforcing_core.demo.evaluate import load_demo_models
@@ -18,8 +17,7 @@ from lipforcing_core.demo.recipe import STUDENT_FILE
 from lipforcing_core.demo.vae_train import psnr
 from lipforcing_core.models.fp8 import FP8, FP8_MAX, Fp8Linear, quantize_rows, use_fp8_linears
 from lipforcing_core.pipeline import LipSyncPipeline
-from lipforcing_core.sampling.causal import CausalSampler, ReplayNoise, SeededNoise
-from lipforcing_core.sampling.schedule import STUDENT_T_LIST
+from lipforcing_core.sampling.causal import SeededNoise
 from lipforcing_core.tools.convert import convert
 
 pytestmark = pytest.mark.usefixtures("two_threads_no_grad")
@@ -65,31 +63,15 @@ def test_use_fp8_linears_replaces_only_block_linears(random_tiny_dit):
     assert keys - set(random_tiny_dit.state_dict()) == {f"{n}.weight_scale" for n in fp8}
 
 
-def golden_stream(model, inputs, case):
-    """Final x0 latents of the golden windowed streaming case (the official two-step loop)."""
-    noise, frames = case["noise"], case["noise"].shape[2]
-    y, audio = inputs["cond.y"][:, :, :frames], inputs["cond.audio_emb"][:, :4 * frames - 3]
-    sampler = CausalSampler(model, STUDENT_T_LIST, STREAM_WINDOW)
-    state = sampler.start(inputs["text.text_embeds"], audio, noise.shape[3:], frames)
-    replay = ReplayNoise(noise, [case[f"chunk{k}.eps_renoise"] for k in range(4)])
-    out = []
-    for c0 in range(0, frames, 3):
-        x0 = sampler.denoise(state, noise[:, :, c0:c0 + 3], y[:, :, c0:c0 + 3], replay, c0, {})
-        sampler.commit(state, x0, y[:, :, c0:c0 + 3], c0, {})
-        out.append(x0)
-    return torch.cat(out, 2)
-
-
-def test_golden_tiny_dit_in_fp8_stays_within_tolerance(golden_dit, dit_gold, tmp_path):
+def test_golden_tiny_dit_in_fp8_stays_within_tolerance(golden_dit, dit_gold, golden_window_stream, tmp_path):
     from safetensors.torch import save_file
 
     save_file(golden_dit.state_dict(), tmp_path / "gold.safetensors")
     convert(tmp_path / "gold.safetensors", tmp_path / "gold_fp8.safetensors", "fp8_e4m3fn")
     model = load_dit(tmp_path / "gold_fp8.safetensors", dtype=torch.float32)
     assert isinstance(model.blocks[0].self_attn.q, Fp8Linear)
-    case = dit_gold("cases_C_stream_window")
-    ref = case["fp32attn.final_latents"]
-    err = golden_stream(model, dit_gold("inputs"), case) - ref
+    ref = dit_gold("cases_C_stream_window")["fp32attn.final_latents"]
+    err = golden_window_stream(model) - ref
     assert err.abs().max() < GOLDEN_FP8["max_abs"]
     assert err.norm() / ref.norm() < GOLDEN_FP8["rel_l2"]
     assert err.abs().max() > 0  # the fp8 weights are really used
