@@ -16,6 +16,10 @@ the paste-back into full-resolution frames depends on the source size and is lef
   short and a long clip. CPU: the process's peak resident set (``VmHWM``) and the rise of the
   peak over the resident set just before the run (the peak is reset through
   ``/proc/self/clear_refs`` first). CUDA: ``torch.cuda.max_memory_allocated``.
+* ``peak_cuda_mb`` (CUDA, else null): ``torch.cuda.max_memory_allocated`` over the timed student
+  run, weights included (the peak is reset after the models are built and warmed up).
+  ``--fp8`` stores the transformer blocks' linear weights in fp8, ``--blocks-to-swap N`` keeps the
+  last N blocks in host memory (both apply to the student, the teacher and the memory probes).
 * ``flops_per_frame``: analytic multiply-add x 2 counts of the transformer per output frame for
   the 1.3B and 14B presets at 512x512 on an 81-frame clip with a 512-row text embedding.
 """
@@ -37,7 +41,9 @@ import torch
 
 from .config import STREAM_FULL, STREAM_WINDOW, CausalSpec, DiTConfig, get_preset
 from .face.mask import load_mouth_mask
+from .models.block_swap import BlockSwap
 from .models.dit import LipForcingDiT
+from .models.fp8 import use_fp8_linears
 from .pipeline import (
     SPACE_FACTOR,
     LipSyncPipeline,
@@ -129,12 +135,19 @@ def random_dit(preset: str, device: torch.device, dtype: torch.dtype, seed: int 
     return model.eval().requires_grad_(False)
 
 
-def bench_models(preset: str, device: torch.device, vae_dim: int, decoder: str):
+def bench_models(preset: str, device: torch.device, vae_dim: int, decoder: str, fp8: bool = False,
+                 blocks_to_swap: int = 0):
+    """DiT (block linears in fp8 and the last ``blocks_to_swap`` blocks in host memory when asked), VAE, decoder."""
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     torch.manual_seed(0)
     vae = WanVAE(WanVAEConfig(dim=vae_dim)).eval().requires_grad_(False).to(device, dtype)
     dec = TAEHV().eval().requires_grad_(False).to(device, dtype) if decoder == "taehv" else None
-    return random_dit(preset, device, dtype), vae, dec
+    model = random_dit(preset, device, dtype)
+    if fp8:
+        use_fp8_linears(model)
+    if blocks_to_swap:
+        BlockSwap(model.blocks, blocks_to_swap)
+    return model, vae, dec
 
 
 def bench_inputs(chunks: int, size: int, seed: int = 0) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
@@ -191,12 +204,12 @@ def _rss_mb(field: str) -> float:
 
 
 def memory_probe(preset: str, device: str, chunks: int, size: int, vae_dim: int, decoder: str,
-                 threads: int | None = None) -> dict:
+                 threads: int | None = None, fp8: bool = False, blocks_to_swap: int = 0) -> dict:
     """Run the windowed student on a clip of ``chunks`` chunks; return its peak memory (fresh process)."""
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
-    model, vae, dec = bench_models(preset, dev, vae_dim, decoder)
+    model, vae, dec = bench_models(preset, dev, vae_dim, decoder, fp8, blocks_to_swap)
     frames, audio, mask = bench_inputs(chunks, size)
     pipe = LipSyncPipeline(model, vae, dec, spec=STREAM_WINDOW)
     result = {"chunks": chunks, "frames": len(frames)}
@@ -252,26 +265,31 @@ def machine(device: torch.device) -> str:
 
 def bench(preset: str, device: str, decoder: str | None = None, size: int | None = None, chunks: int | None = None,
           teacher_steps: int = TEACHER_STEPS, memory: bool = True, threads: int | None = None,
-          vae_dim: int | None = None) -> dict:
+          vae_dim: int | None = None, fp8: bool = False, blocks_to_swap: int = 0) -> dict:
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
     defaults = CPU_DEFAULTS if dev.type == "cpu" else CUDA_DEFAULTS
     size, chunks = size or defaults["size"], chunks or defaults["chunks"]
     vae_dim, decoder = vae_dim or defaults["vae_dim"], decoder or defaults["decoder"]
-    model, vae, dec = bench_models(preset, dev, vae_dim, decoder)
+    model, vae, dec = bench_models(preset, dev, vae_dim, decoder, fp8, blocks_to_swap)
     pipe = LipSyncPipeline(model, vae, dec)
     warm = bench_inputs(2, size)  # both chunk shapes (9 and 12 frames) and the teacher's code path
     run_student(pipe, *warm)
     run_teacher(model, vae, dec, *warm, steps=1)
     frames, audio, mask = bench_inputs(chunks, size)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
     student = run_student(pipe, frames, audio, mask)
+    peak_cuda_mb = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None
     teacher = run_teacher(model, vae, dec, frames, audio, mask, steps=teacher_steps)
     steady = statistics.median(student["chunk_s"][1:]) if chunks > 1 else student["chunk_s"][0]
     result = {
         "preset": preset, "device": str(dev), "machine": machine(dev), "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "dtype": str(model.patch_embedding.weight.dtype).removeprefix("torch."),
+        "fp8": fp8, "blocks_to_swap": blocks_to_swap, "peak_cuda_mb": peak_cuda_mb,
         "clip": {"frames": student["frames"], "chunks": chunks, "size": size, "latent_hw": size // SPACE_FACTOR,
                  "decoder": decoder, "vae_dim": vae_dim, "weights": "random (seeded)"},
         "student_fps": round(student["fps"], 3), "teacher_fps": round(teacher["fps"], 4),
@@ -289,7 +307,8 @@ def bench(preset: str, device: str, decoder: str | None = None, size: int | None
         "flops_per_frame": flops_table(),
     }
     if memory:
-        probes = [memory_in_fresh_process(preset, device, n, size, vae_dim, decoder, threads) for n in defaults["memory_chunks"]]
+        probes = [memory_in_fresh_process(preset, device, n, size, vae_dim, decoder, threads, fp8, blocks_to_swap)
+                  for n in defaults["memory_chunks"]]
         key = "peak_cuda_mb" if dev.type == "cuda" else "peak_rss_mb"
         result["peak_memory_mb"] = probes[0][key]
         result["memory"] = {"method": "CUDA max_memory_allocated" if dev.type == "cuda" else
@@ -312,12 +331,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-steps", type=int, default=TEACHER_STEPS)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
+    parser.add_argument("--fp8", action="store_true", help="transformer block linear weights in fp8 e4m3 (models/fp8.py)")
+    parser.add_argument("--blocks-to-swap", type=int, default=0, metavar="N",
+                        help="keep the last N transformer blocks in host memory, streamed to the device (models/block_swap.py)")
 
 
 def run(args: argparse.Namespace) -> int:
     result = bench(args.preset, args.device, args.decoder, args.size, args.chunks, args.teacher_steps,
-                   memory=not args.no_memory, threads=args.threads, vae_dim=args.vae_dim)
+                   memory=not args.no_memory, threads=args.threads, vae_dim=args.vae_dim, fp8=args.fp8,
+                   blocks_to_swap=args.blocks_to_swap)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("student_fps", "teacher_fps", "speedup", "ttff_s", "peak_memory_mb")}))
+    print(json.dumps({k: result[k] for k in ("student_fps", "teacher_fps", "speedup", "ttff_s", "peak_memory_mb",
+                                             "peak_cuda_mb")}))
     return 0

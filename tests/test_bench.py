@@ -74,3 +74,18 @@ def test_memory_probe_fields():
     r = memory_probe("tiny", "cpu", 1, 32, 4, "wan", 1)
     assert r["chunks"] == 1 and r["frames"] == 9
     assert r["peak_rss_mb"] >= r["peak_rss_rise_mb"] >= 0 and r["peak_rss_mb"] > 50
+
+
+def test_bench_fp8_and_block_swap(tmp_path):
+    from lipforcing_core.bench import bench_models
+    from lipforcing_core.models.fp8 import Fp8Linear
+
+    model, _, _ = bench_models("tiny", torch.device("cpu"), 4, "wan", fp8=True, blocks_to_swap=2)
+    assert isinstance(model.blocks[0].ffn[0], Fp8Linear)
+    assert not any(k.startswith(("blocks.4.", "blocks.5.")) for k in model.state_dict())  # held by the swap
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--preset", "tiny", "--device", "cpu", "--out", str(out), "--size", "32", "--chunks", "2",
+                 "--teacher-steps", "1", "--threads", "1", "--no-memory", "--fp8", "--blocks-to-swap", "2"]) == 0
+    r = json.loads(out.read_text())
+    assert (r["fp8"], r["blocks_to_swap"], r["peak_cuda_mb"]) == (True, 2, None)  # CUDA-only field, null on CPU
+    assert r["student_fps"] > 0 and r["clip"]["frames"] == 21
