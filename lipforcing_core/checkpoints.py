@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from .models.fp8 import FP8, SCALE_NAME, fp8_layer_names, use_fp8_linears
 
 StateDict = dict[str, torch.Tensor]
+FP8_NAME = str(FP8).removeprefix("torch.")
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 ConfigT = TypeVar("ConfigT")
 
@@ -270,6 +271,22 @@ def _shape(value: object) -> Sequence[int]:
     return value[0] if isinstance(value, tuple) else value
 
 
+def check_fp8_scales(entries: Mapping[str, object], source: object) -> list[str]:
+    """The fp8 layers of ``entries`` (tensors or :func:`read_shapes` entries); raises for an fp8
+    weight stored without its ``<layer>.weight_scale`` (it cannot be used without one)."""
+    layers = fp8_layer_names(entries)
+    scaled = {f"{n}.weight" for n in layers}
+    unscaled = [k for k, v in entries.items() if _dtype(v) == FP8_NAME and k not in scaled]
+    if unscaled:
+        raise CheckpointError(f"{source}: fp8 tensors without a {SCALE_NAME} beside them: {_few(unscaled)}")
+    return layers
+
+
+def _dtype(value: object) -> str:
+    """dtype name of a tensor or of a ``(shape, dtype)`` entry from :func:`read_shapes`."""
+    return str(value.dtype).removeprefix("torch.") if isinstance(value, torch.Tensor) else value[1]
+
+
 def split_lora(sd: StateDict) -> tuple[StateDict, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Separate ``(A, B)`` LoRA pairs (keyed by the base module) from ordinary weights."""
     plain, halves = {}, {}
@@ -342,7 +359,7 @@ def load_dit(path_or_paths: str | Path | Sequence[str | Path], preset: str | Non
     elif "audio_proj.proj.weight" not in sd:
         raise CheckpointError(f"{path_or_paths} has no audio modules: it looks like a Wan2.1 base model; "
                               "pass the OmniAvatar-LS adapter file as lora=...")
-    fp8_layers = fp8_layer_names(sd)
+    fp8_layers = check_fp8_scales(sd, path_or_paths)
     expected = dit_keys(cfg, fp8_layers)
     missing, unexpected, wrong = check_state_dict(sd, expected)
     if wrong:

@@ -32,6 +32,7 @@ from ..checkpoints import (
     SAFETENSORS_SUFFIXES,
     CheckpointError,
     _is_diffusers,
+    check_fp8_scales,
     check_state_dict,
     detect_preset,
     dit_keys,
@@ -97,7 +98,7 @@ def _check_complete(source: str | Path, shapes: dict[str, tuple[list[int], str]]
     preset = detect_preset(shapes)
     if "audio_proj.proj.weight" not in shapes:
         raise CheckpointError(f"{source} has no audio modules: a Wan2.1 base model, not a merged Lip Forcing DiT")
-    expected = dit_keys(get_preset(preset), fp8_layer_names(shapes))
+    expected = dit_keys(get_preset(preset), check_fp8_scales(shapes, source))
     missing, unexpected, wrong = check_state_dict(shapes, expected)
     if missing or unexpected or wrong:
         raise CheckpointError(f"{source} is not a complete Lip Forcing DiT (preset {preset!r}): missing {missing[:3]}, "
