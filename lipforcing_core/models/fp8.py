@@ -36,9 +36,9 @@ _SCALED_MM_OK: dict[torch.device, bool] = {}
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(q, s)``: ``weight [out, in]`` as e4m3 values ``q`` and float32 per-row scales ``s [out]``."""
-    w = weight.float()
+    w = weight.to(torch.float32, copy=True)  # one float32 temporary, then in place
     scale = (w.abs().amax(dim=1) / FP8_MAX).clamp(min=_TINY)
-    return (w / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+    return w.div_(scale[:, None]).clamp_(-FP8_MAX, FP8_MAX).to(FP8), scale
 
 
 def dequantize_rows(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -9,7 +9,9 @@ blocks' linear weights as e4m3 with one float32 scale per output channel
 
 Streaming: the input is memory-mapped (pickles) or read tensor by tensor (safetensors), the
 output header is computed from the input's shapes alone, and each tensor is converted and
-written before the next is read, so the converted dict is never held in memory. The file is
+written before the next is read, so the converted dict is never held in memory (the summary
+printed at the end gives the process's peak resident set, ``peak_rss_mb``, beside the input
+size; docs/benchmarks.md has measured numbers). The file is
 written under a temporary name in the output folder and renamed when complete; a malformed or
 incomplete input is rejected before anything is written.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -90,7 +93,9 @@ def convert(source: str | Path, out: str | Path, dtype: str = "bf16", *, overwri
     with ExitStack() as stack:
         tensors = lazy_tensors(source, stack)
         written = write_safetensors(out, plan, converted(tensors, shapes, OUTPUT_DTYPES[dtype]), metadata)
-    return {"output": str(out), "preset": preset, "dtype": dtype, "tensors": len(plan), "bytes": written}
+    return {"output": str(out), "preset": preset, "dtype": dtype, "tensors": len(plan), "bytes": written,
+            "input_bytes": sum(f.stat().st_size for f in inputs),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def _check_complete(source: str | Path, shapes: dict[str, tuple[list[int], str]]) -> str:
