@@ -49,6 +49,7 @@ def test_bf16_round_trip_is_bit_identical_and_loads_everywhere(tmp_path, capsys,
     assert all(back[k].dtype == torch.bfloat16 and torch.equal(back[k].view(torch.int16), bf16_sd[k].view(torch.int16))
                for k in bf16_sd)
     assert read_metadata(out)["dtype"] == "bf16"
+    assert out.stat().st_mode & 0o644 == 0o644  # readable like any new file, not mkstemp's private mode
     model = load_dit(out)
     assert all(torch.equal(model.state_dict()[k], bf16_sd[k]) for k in bf16_sd)
     info = inspect_json(capsys, out)

@@ -214,6 +214,9 @@ def write_safetensors(path: Path, plan: list[Planned], tensors: Iterator[tuple[s
                 f.write(memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()))
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it a new file's usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
