@@ -331,9 +331,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-steps", type=int, default=TEACHER_STEPS)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
-    parser.add_argument("--fp8", action="store_true", help="transformer block linear weights in fp8 e4m3 (models/fp8.py)")
+    parser.add_argument("--fp8", action="store_true", help="transformer block linear weights in fp8 e4m3")
     parser.add_argument("--blocks-to-swap", type=int, default=0, metavar="N",
-                        help="keep the last N transformer blocks in host memory, streamed to the device (models/block_swap.py)")
+                        help="keep the last N transformer blocks in host memory, streamed to the device")
 
 
 def run(args: argparse.Namespace) -> int:

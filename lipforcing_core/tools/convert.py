@@ -198,7 +198,8 @@ def write_safetensors(path: Path, plan: list[Planned], tensors: Iterator[tuple[s
     offset = 0
     for name, dtype, shape in plan:
         size = torch.Size(shape).numel() * dtype.itemsize
-        header[name] = {"dtype": _SAFETENSORS_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[name] = {"dtype": _SAFETENSORS_NAMES[dtype], "shape": list(shape),
+                        "data_offsets": [offset, offset + size]}
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
