@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from .models.fp8 import FP8, SCALE_NAME, fp8_layer_names, use_fp8_linears
+
+if TYPE_CHECKING:
+    from .config import DiTConfig
 
 StateDict = dict[str, torch.Tensor]
 FP8_NAME = str(FP8).removeprefix("torch.")
@@ -375,7 +378,7 @@ def load_dit(path_or_paths: str | Path | Sequence[str | Path], preset: str | Non
     return use_fp8_linears(model) if dtype == FP8 else model
 
 
-def dit_keys(cfg, fp8_layers: Sequence[str] = ()) -> dict[str, torch.Size]:
+def dit_keys(cfg: DiTConfig, fp8_layers: Sequence[str] = ()) -> dict[str, torch.Size]:
     """Key -> shape of a :class:`~lipforcing_core.models.dit.LipForcingDiT` state dict for ``cfg``
     whose ``fp8_layers`` are fp8 (each adds ``<layer>.weight_scale``); built on the meta device."""
     from .models.dit import LipForcingDiT

@@ -13,9 +13,16 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from .checkpoints import LORA_KEY, CheckpointError, check_state_dict, detect_preset, dit_keys, read_shapes
+from .checkpoints import (
+    LORA_KEY,
+    CheckpointError,
+    check_fp8_scales,
+    check_state_dict,
+    detect_preset,
+    dit_keys,
+    read_shapes,
+)
 from .config import PRESETS, get_preset
-from .models.fp8 import fp8_layer_names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +47,7 @@ def describe(target: str) -> dict:
         return _report(target, "omniavatar-adapter", None, keys, dtypes, [], [], [])
     preset = detect_preset(keys)
     kind = "lipforcing-dit" if "audio_proj.proj.weight" in keys else "wan2.1-base"
-    missing, unexpected, wrong = check_state_dict(keys, preset_keys(preset, fp8_layer_names(keys)))
+    missing, unexpected, wrong = check_state_dict(keys, preset_keys(preset, check_fp8_scales(entries, target)))
     return _report(target, kind, preset, keys, dtypes, missing, unexpected, wrong)
 
 
