@@ -11,7 +11,7 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import torch
 from torch import nn
@@ -19,8 +19,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from .errors import InputError
+from .models.fp8 import FP8, SCALE_NAME, fp8_layer_names, use_fp8_linears
+
+if TYPE_CHECKING:
+    from .config import DiTConfig
 
 StateDict = dict[str, torch.Tensor]
+FP8_NAME = str(FP8).removeprefix("torch.")
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 ConfigT = TypeVar("ConfigT")
 
@@ -120,13 +125,18 @@ def materialize(build: Callable[[], ModuleT], state: StateDict, *, what: str,
     """
     with torch.device("meta"):
         model = build()
-    cast = {k: v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+    cast = {k: v.to(device=device, dtype=dtype if dtype is not None and _castable(k, v) else v.dtype)
             for k, v in state.items()}
     try:
         model.load_state_dict(cast, strict=True, assign=True)
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint does not match {what}: {err}") from err
     return model.eval().requires_grad_(False)
+
+
+def _castable(key: str, value: torch.Tensor) -> bool:
+    """Whether a ``dtype`` cast applies: floating tensors except fp8 weights and their scales."""
+    return value.is_floating_point() and value.element_size() > 1 and not key.endswith("." + SCALE_NAME)
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,6 +299,22 @@ def _shape(value: object) -> Sequence[int]:
     return value[0] if isinstance(value, tuple) else value
 
 
+def check_fp8_scales(entries: Mapping[str, object], source: object) -> list[str]:
+    """The fp8 layers of ``entries`` (tensors or :func:`read_shapes` entries); raises for an fp8
+    weight stored without its ``<layer>.weight_scale`` (it cannot be used without one)."""
+    layers = fp8_layer_names(entries)
+    scaled = {f"{n}.weight" for n in layers}
+    unscaled = [k for k, v in entries.items() if _dtype(v) == FP8_NAME and k not in scaled]
+    if unscaled:
+        raise CheckpointError(f"{source}: fp8 tensors without a {SCALE_NAME} beside them: {_few(unscaled)}")
+    return layers
+
+
+def _dtype(value: object) -> str:
+    """dtype name of a tensor or of a ``(shape, dtype)`` entry from :func:`read_shapes`."""
+    return str(value.dtype).removeprefix("torch.") if isinstance(value, torch.Tensor) else value[1]
+
+
 def split_lora(sd: StateDict) -> tuple[StateDict, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Separate ``(A, B)`` LoRA pairs (keyed by the base module) from ordinary weights."""
     plain, halves = {}, {}
@@ -344,7 +370,10 @@ def load_dit(path_or_paths: str | Path | Sequence[str | Path], preset: str | Non
     ``path_or_paths``: a merged checkpoint, or the Wan2.1 base shards (files, index json or
     folder) when ``lora`` names the OmniAvatar adapter. ``preset`` is detected when None.
     The model is built on the meta device and takes the loaded tensors by ``assign=True``,
-    so weights are never held twice. ``dtype`` casts floating weights (default: as stored).
+    so weights are never held twice. ``dtype`` casts floating weights (default: as stored);
+    fp8 layers of a converted file (``<layer>.weight_scale`` beside the weight, see
+    :mod:`lipforcing_core.models.fp8`) stay fp8 whatever ``dtype``. ``dtype=torch.float8_e4m3fn``
+    computes in bfloat16 with every block linear layer in fp8 (quantised here if stored wider).
     """
     from .config import get_preset
     from .models.dit import LipForcingDiT
@@ -358,8 +387,8 @@ def load_dit(path_or_paths: str | Path | Sequence[str | Path], preset: str | Non
     elif "audio_proj.proj.weight" not in sd:
         raise CheckpointError(f"{path_or_paths} has no audio modules: it looks like a Wan2.1 base model; "
                               "pass the OmniAvatar-LS adapter file as lora=...")
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in LipForcingDiT(cfg).state_dict().items()}
+    fp8_layers = check_fp8_scales(sd, path_or_paths)
+    expected = dit_keys(cfg, fp8_layers)
     missing, unexpected, wrong = check_state_dict(sd, expected)
     if wrong:
         raise CheckpointError(f"{path_or_paths}: shapes do not fit preset {name!r} "
@@ -368,5 +397,17 @@ def load_dit(path_or_paths: str | Path | Sequence[str | Path], preset: str | Non
     if missing or unexpected:
         raise CheckpointError(f"{path_or_paths} is not a complete Lip Forcing DiT for preset {name!r}: "
                               f"missing [{_few(missing)}], unexpected [{_few(unexpected)}]")
-    return materialize(lambda: LipForcingDiT(cfg), sd, what=f"Lip Forcing DiT preset {name!r}",
-                       dtype=dtype, device=device)
+    compute = torch.bfloat16 if dtype == FP8 else dtype
+    model = materialize(lambda: use_fp8_linears(LipForcingDiT(cfg), fp8_layers), sd,
+                        what=f"Lip Forcing DiT preset {name!r}", dtype=compute, device=device)
+    return use_fp8_linears(model) if dtype == FP8 else model
+
+
+def dit_keys(cfg: DiTConfig, fp8_layers: Sequence[str] = ()) -> dict[str, torch.Size]:
+    """Key -> shape of a :class:`~lipforcing_core.models.dit.LipForcingDiT` state dict for ``cfg``
+    whose ``fp8_layers`` are fp8 (each adds ``<layer>.weight_scale``); built on the meta device."""
+    from .models.dit import LipForcingDiT
+
+    with torch.device("meta"):
+        model = use_fp8_linears(LipForcingDiT(cfg), fp8_layers)
+    return {k: v.shape for k, v in model.state_dict().items()}

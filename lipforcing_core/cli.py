@@ -21,6 +21,7 @@ from .errors import InputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lipforcing_core.tools.inspect_checkpoint", "describe a DiT checkpoint file or preset (kind, preset, params, keys)"),
     "bench": ("lipforcing_core.tools.bench", "time the streaming student against the 50-step CFG teacher (JSON: fps, TTFF, memory, FLOPs)"),
+    "convert": ("lipforcing_core.tools.convert", "rewrite a DiT checkpoint as safetensors, bf16 or fp8 e4m3 with per-channel scales (streamed, atomic)"),
     "demo": ("lipforcing_core.demo.command", "dub a rendered face to new speech with the bundled demo model (no download)"),
     "sync": ("lipforcing_core.sync", "lip-sync a video to an audio track with the streaming student (writes an mp4)"),
     "train": ("lipforcing_core.training.command", "train the teacher, the stage-1 DF or the stage-2 DMD student from a config file"),

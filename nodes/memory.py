@@ -81,6 +81,12 @@ def manage(module: torch.nn.Module, kind: str, filename: str) -> ManagedModel:
     return ManagedModel(patcher, kind, filename)
 
 
+def reserve_working_memory(managed: ManagedModel, extra_bytes: int) -> None:
+    """Count ``extra_bytes`` of device memory the model needs besides its weights (e.g. block-swap
+    buffers) into its size, so ComfyUI frees that much more (offloading other models) when loading it."""
+    managed.patcher.size = managed.patcher.model_size() + extra_bytes
+
+
 def load_managed(kind: str, folder: str, filename: str, input_name: str,
                  load: Callable[[str], torch.nn.Module]) -> ManagedModel:
     """Resolve ``filename`` in a ComfyUI model folder, load it with a core loader, wrap it.

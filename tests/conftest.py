@@ -74,3 +74,30 @@ def random_tiny_dit():
     from lipforcing_core.models.dit import LipForcingDiT
 
     return LipForcingDiT(get_preset("tiny")).init_weights(torch.Generator().manual_seed(0), affine_std=0.3).eval()
+
+
+@pytest.fixture(scope="module")
+def golden_window_stream(dit_gold):
+    """``golden_window_stream(model)``: final x0 latents of the golden windowed streaming case
+    (``cases_C_stream_window``, the official two-step loop with the recorded noise) run on ``model``."""
+    from lipforcing_core.config import STREAM_WINDOW
+    from lipforcing_core.sampling.causal import CausalSampler, ReplayNoise
+    from lipforcing_core.sampling.schedule import STUDENT_T_LIST
+
+    inputs, case = dit_gold("inputs"), dit_gold("cases_C_stream_window")
+    noise = case["noise"]
+    frames = noise.shape[2]
+    y, audio = inputs["cond.y"][:, :, :frames], inputs["cond.audio_emb"][:, :4 * frames - 3]
+
+    def run(model):
+        sampler = CausalSampler(model, STUDENT_T_LIST, STREAM_WINDOW)
+        state = sampler.start(inputs["text.text_embeds"], audio, noise.shape[3:], frames)
+        replay = ReplayNoise(noise, [case[f"chunk{k}.eps_renoise"] for k in range(frames // 3)])
+        out = []
+        for c0 in range(0, frames, 3):
+            x0 = sampler.denoise(state, noise[:, :, c0:c0 + 3], y[:, :, c0:c0 + 3], replay, c0, {})
+            sampler.commit(state, x0, y[:, :, c0:c0 + 3], c0, {})
+            out.append(x0)
+        return torch.cat(out, 2)
+
+    return run

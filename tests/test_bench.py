@@ -77,3 +77,18 @@ def test_bench_student_only_with_fast_paths_off(tmp_path):
     assert r["device"] == "cpu" and r["preset"] == "tiny" and set(r["stages_s"]) == {"student"}
     assert r["fast_paths"] == {"enabled": False, "cuda_graphs": False, "cudnn_benchmark": False, "attention": "sdpa",
                                "composite": "numpy"}
+
+
+def test_bench_fp8_and_block_swap(tmp_path):
+    from lipforcing_core.tools.bench import bench_models
+    from lipforcing_core.models.fp8 import Fp8Linear
+
+    model, _, _ = bench_models("tiny", torch.device("cpu"), 4, "wan", fp8=True, blocks_to_swap=2)
+    assert isinstance(model.blocks[0].ffn[0], Fp8Linear)
+    assert not any(k.startswith(("blocks.4.", "blocks.5.")) for k in model.state_dict())  # held by the swap
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--preset", "tiny", "--device", "cpu", "--out", str(out), "--size", "32", "--chunks", "2",
+                 "--teacher-steps", "1", "--threads", "1", "--no-memory", "--fp8", "--blocks-to-swap", "2"]) == 0
+    r = json.loads(out.read_text())
+    assert (r["fp8"], r["blocks_to_swap"], r["peak_cuda_mb"]) == (True, 2, None)  # CUDA-only field, null on CPU
+    assert r["student_fps"] > 0 and r["clip"]["frames"] == 21

@@ -1,5 +1,8 @@
 """The accelerator paths agree with the CPU reference, which the golden tests pin.
 
+Also what the CPU tests of fp8 linears and block swap cannot show: ``torch._scaled_mm`` is picked on
+fp8-capable GPUs, and block swap with pinned memory and a copy stream gives bit-identical clips.
+
 On CUDA the VAE runs the official Conv3d instead of the CPU's stacked-taps 2D convolutions, the
 attention may run fused kernels, and ``sync`` puts the DiT in bfloat16. Here every such path runs
 on the same weights and the same noise (drawn on the CPU) as the CPU float32 reference: float32
@@ -26,7 +29,6 @@ from lipforcing_core.demo.dit_recipe import pixel_keep_mask
 from lipforcing_core.demo.dub import dubbing_pair
 from lipforcing_core.demo.evaluate import load_demo_models
 from lipforcing_core.demo.vae_train import psnr
-from lipforcing_core.bench import random_dit
 from lipforcing_core.models.attention import _kernel, attention, attention_backend
 from lipforcing_core.pipeline import (
     LipSyncPipeline,
@@ -38,6 +40,10 @@ from lipforcing_core.pipeline import (
     composite_mouth_device,
     teacher_clip,
 )
+from lipforcing_core.config import get_preset
+from lipforcing_core.models.block_swap import BlockSwap
+from lipforcing_core.models.dit import LipForcingDiT
+from lipforcing_core.models.fp8 import Fp8Linear, scaled_mm_available, use_fp8_linears
 from lipforcing_core.sampling.causal import SeededNoise
 from lipforcing_core.syncnet.model import SyncNetV2
 from lipforcing_core.vae.taehv import TAEHV
@@ -80,13 +86,20 @@ def on(module: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch
     return copy.deepcopy(module).to(device, dtype)
 
 
+def random_dit(preset: str, device: torch.device, dtype: torch.dtype) -> LipForcingDiT:
+    """A seeded random DiT of ``preset`` on ``device`` (the one initialisation, ``init_weights``)."""
+    return LipForcingDiT(get_preset(preset)).init_weights(torch.Generator().manual_seed(0)).to(device, dtype).eval()
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.float().cpu(), b.float().cpu()
     return float((a - b).norm() / b.norm())
 
 
-def student_frames(demo, pair, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    pipe = LipSyncPipeline(on(demo.student, device, dtype), on(demo.vae, device))
+def student_frames(demo, pair, device: torch.device, dtype: torch.dtype,
+                   student: torch.nn.Module | None = None) -> torch.Tensor:
+    """The demo clip streamed on ``device``: by a copy of the demo student in ``dtype``, or by ``student``."""
+    pipe = LipSyncPipeline(student if student is not None else on(demo.student, device, dtype), on(demo.vae, device))
     feats = demo.features(pair.target_audio)[0]
     noise = SeededNoise(torch.Generator().manual_seed(0))  # CPU draws: the same noise on every device
     return pipe.run(pair.source, feats, pixel_keep_mask(pair.source.shape[1]), noise=noise).cpu()
@@ -243,3 +256,33 @@ def test_device_composite_is_bit_identical(device):
                                  keep.to(device))
     expected = composite_mouth(generated.to(torch.bfloat16).float(), source, keep)
     np.testing.assert_array_equal(out.cpu().numpy(), expected)
+
+
+def test_fp8_linear_uses_scaled_mm_where_the_gpu_has_fp8_matmul(device):
+    capable = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+    assert scaled_mm_available(device) == capable
+    torch.manual_seed(0)
+    lin = Fp8Linear.from_linear(torch.nn.Linear(1536, 8960)).to(device, torch.bfloat16)
+    x = torch.randn(2, 3072, 1536, device=device, dtype=torch.bfloat16)
+    fast = lin(x).float()
+    lin.matmul = "dequant"
+    ref = lin(x).float()
+    assert rel_err(fast, ref) < 0.05  # activations quantised per token to e4m3
+
+
+def test_streaming_student_fp8_bf16_keeps_30db(device, demo, pair, cpu_student):
+    student = use_fp8_linears(copy.deepcopy(demo.student)).to(device, torch.bfloat16)
+    out = student_frames(demo, pair, device, torch.bfloat16, student)
+    assert psnr(out, cpu_student) >= 30, "the fp8 DiT drifted from the fp32 reference"
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_block_swap_is_bit_identical(device, demo, pair, fp8):
+    student = on(demo.student, device, torch.bfloat16)
+    if fp8:
+        use_fp8_linears(student)
+    expected = student_frames(demo, pair, device, torch.bfloat16, student)
+    swap = BlockSwap(student.blocks, 4)
+    hidden = swap.hidden[len(student.blocks) - 1]
+    assert all(h.host.device.type == "cpu" and (device.type != "cuda" or h.host.is_pinned()) for h in hidden)
+    assert torch.equal(student_frames(demo, pair, device, torch.bfloat16, student), expected)

@@ -97,3 +97,38 @@ def test_model_loader_carries_the_attention_backend_to_the_sampler(base):
     assert model.attention == "math" and model.kind == "dit"
     (default,) = loaders.ModelLoader.execute("tiny_dit.safetensors", "fp32", "auto").args
     assert default.attention == "auto"
+
+
+def test_model_loader_fp8_weights(base):
+    from lipforcing_core.models.fp8 import FP8, Fp8Linear
+
+    (model,) = loaders.ModelLoader.execute("tiny_dit.safetensors", "fp8_e4m3fn", "auto").args
+    linear = model.module.blocks[0].ffn[0]
+    assert isinstance(linear, Fp8Linear) and linear.weight.dtype == FP8
+    assert model.module.patch_embedding.weight.dtype == torch.bfloat16  # computes in bf16
+
+
+def test_model_loader_reads_converted_files(base, tmp_path, golden_root):
+    from lipforcing_core.models.fp8 import Fp8Linear
+    from lipforcing_core.tools.convert import convert
+
+    for dtype in ("bf16", "fp8_e4m3fn"):
+        convert(golden_root / "dit" / "weights.safetensors", tmp_path / f"tiny_{dtype}.safetensors", dtype)
+        comfy_env.link_model(base, "diffusion_models", tmp_path / f"tiny_{dtype}.safetensors")
+        (model,) = loaders.ModelLoader.execute(f"tiny_{dtype}.safetensors", "default", "auto").args
+        assert isinstance(model.module.blocks[2].self_attn.o, Fp8Linear) == (dtype == "fp8_e4m3fn")
+        assert model.module.head.head.weight.dtype == torch.bfloat16
+
+
+def test_model_loader_block_swap_reserves_only_the_resident_part(base):
+    (full,) = loaders.ModelLoader.execute("tiny_dit.safetensors", "fp32", "auto").args
+    (swapped,) = loaders.ModelLoader.execute("tiny_dit.safetensors", "fp32", "auto", "auto", 3).args
+    sizes = {k: v.nbytes for k, v in full.module.state_dict().items()}
+    block = sum(n for k, n in sizes.items() if k.startswith("blocks.5."))
+    assert swapped.patcher.model_size() == sum(sizes.values()) - 3 * block + 2 * block  # 3 blocks out, 2 buffers in
+    assert full.patcher.model_size() == sum(sizes.values())
+    swapped.patcher.model.to("meta")  # what ComfyUI's loader moves: the resident part only
+    assert swapped.module.blocks[2].ffn[0].weight.is_meta
+    assert swapped.module.blocks[3].ffn[0].weight.device.type == "cpu"
+    with pytest.raises(LipForcingInputError, match="'blocks_to_swap': blocks to swap must be between 1 and 6"):
+        loaders.ModelLoader.execute("tiny_dit.safetensors", "fp32", "auto", "auto", 7)

@@ -142,7 +142,8 @@ class CausalSampler:
     ``bf16_attn`` emulates the official CPU fallback's bfloat16 attention casts.
     ``cuda_graphs``: run the windowed passes through CUDA graphs (models/cuda_graphs.py), one per
     window phase, captured on first use and reused by every later clip; None (default) turns
-    them on when the model is on a CUDA device and the attention is windowed.
+    them on when the model is on a CUDA device, the attention is windowed and no block carries
+    forward hooks (block swap).
     """
 
     def __init__(self, model: LipForcingDiT, t_list: Sequence[float] = STUDENT_T_LIST,
@@ -153,7 +154,11 @@ class CausalSampler:
 
     def _graphs(self) -> StreamGraphs | None:
         on_cuda = self.model.patch_embedding.weight.is_cuda
-        wanted = (on_cuda and self.spec.local_attn_size > 0) if self.cuda_graphs is None else self.cuda_graphs
+        # blocks with forward hooks (models/block_swap.py copies weights in them) must run eagerly:
+        # a captured graph would replay the copies of the capture, not the hooks
+        hooked = any(block._forward_pre_hooks for block in self.model.blocks)
+        automatic = on_cuda and self.spec.local_attn_size > 0 and not hooked
+        wanted = automatic if self.cuda_graphs is None else self.cuda_graphs
         if not wanted:
             return None
         if self.graphs is None:

@@ -18,6 +18,10 @@ the paste-back into full-resolution frames depends on the source size and is lef
   peak over the resident set just before the run (the peak is reset through
   ``/proc/self/clear_refs`` first). CUDA: ``torch.cuda.max_memory_allocated``.
 * ``--e2e``: a whole file-to-file lip sync instead (``lipforcing_core/tools/e2e_bench.py``).
+* ``peak_cuda_mb`` (CUDA, else null): ``torch.cuda.max_memory_allocated`` over the timed student
+  run, weights included (the peak is reset after the models are built and warmed up).
+  ``--fp8`` stores the transformer blocks' linear weights in fp8, ``--blocks-to-swap N`` keeps the
+  last N blocks in host memory (both apply to the student, the teacher and the memory probes).
 * ``flops_per_frame``: analytic multiply-add x 2 counts of the transformer per output frame for
   the 1.3B and 14B presets at 512x512 on an 81-frame clip with a 512-row text embedding.
 * ``fast_paths``: the switchable fast paths (``--no-fast`` turns them off for a before/after in
@@ -43,7 +47,9 @@ import torch
 from ..config import STREAM_FULL, STREAM_WINDOW, CausalSpec, DiTConfig, get_preset
 from ..face.mask import load_mouth_mask
 from ..models.attention import attention_backend
+from ..models.block_swap import BlockSwap
 from ..models.dit import LipForcingDiT
+from ..models.fp8 import use_fp8_linears
 from ..pipeline import (
     HostCopy,
     LipSyncPipeline,
@@ -128,12 +134,19 @@ def random_dit(preset: str, device: torch.device, dtype: torch.dtype, seed: int 
     return model.init_weights(torch.Generator(device).manual_seed(seed)).eval().requires_grad_(False)
 
 
-def bench_models(preset: str, device: torch.device, vae_dim: int, decoder: str):
+def bench_models(preset: str, device: torch.device, vae_dim: int, decoder: str, fp8: bool = False,
+                 blocks_to_swap: int = 0):
+    """DiT (block linears in fp8 and the last ``blocks_to_swap`` blocks in host memory when asked), VAE, decoder."""
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     torch.manual_seed(0)
     vae = WanVAE(WanVAEConfig(dim=vae_dim)).eval().requires_grad_(False).to(device, dtype)
     dec = TAEHV().eval().requires_grad_(False).to(device, dtype) if decoder == "taehv" else None
-    return random_dit(preset, device, dtype), vae, dec
+    model = random_dit(preset, device, dtype)
+    if fp8:
+        use_fp8_linears(model)
+    if blocks_to_swap:
+        BlockSwap(model.blocks, blocks_to_swap)
+    return model, vae, dec
 
 
 def bench_inputs(chunks: int, size: int, seed: int = 0) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
@@ -193,12 +206,12 @@ def run_teacher(model, vae, decoder, frames, audio, mask, steps: int = TEACHER_S
 
 
 def memory_probe(preset: str, device: str, chunks: int, size: int, vae_dim: int, decoder: str,
-                 threads: int | None = None) -> dict:
+                 threads: int | None = None, fp8: bool = False, blocks_to_swap: int = 0) -> dict:
     """Run the windowed student on a clip of ``chunks`` chunks; return its peak memory (fresh process)."""
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
-    model, vae, dec = bench_models(preset, dev, vae_dim, decoder)
+    model, vae, dec = bench_models(preset, dev, vae_dim, decoder, fp8, blocks_to_swap)
     frames, audio, mask = bench_inputs(chunks, size)
     pipe = LipSyncPipeline(model, vae, dec, spec=STREAM_WINDOW)
     result = {"chunks": chunks, "frames": len(frames)}
@@ -255,7 +268,7 @@ def machine(device: torch.device) -> str:
 
 def bench(preset: str, device: str, decoder: str | None = None, size: int | None = None, chunks: int | None = None,
           teacher_steps: int = TEACHER_STEPS, memory: bool = True, threads: int | None = None,
-          vae_dim: int | None = None, fast: bool = True) -> dict:
+          vae_dim: int | None = None, fast: bool = True, fp8: bool = False, blocks_to_swap: int = 0) -> dict:
     """One bench run (see the module docstring); ``teacher_steps=0`` skips the teacher."""
     if threads:
         torch.set_num_threads(threads)
@@ -265,25 +278,33 @@ def bench(preset: str, device: str, decoder: str | None = None, size: int | None
     vae_dim, decoder = vae_dim or defaults["vae_dim"], decoder or defaults["decoder"]
     torch.backends.cudnn.benchmark = fast and dev.type == "cuda"
     with attention_backend("auto" if fast else "sdpa"):
-        return _bench(preset, dev, decoder, size, chunks, teacher_steps, memory, threads, vae_dim, fast)
+        return _bench(preset, dev, decoder, size, chunks, teacher_steps, memory, threads, vae_dim, fast, fp8,
+                      blocks_to_swap)
 
 
-def _bench(preset, dev, decoder, size, chunks, teacher_steps, memory, threads, vae_dim, fast) -> dict:
+def _bench(preset, dev, decoder, size, chunks, teacher_steps, memory, threads, vae_dim, fast, fp8,
+           blocks_to_swap) -> dict:
     defaults = CPU_DEFAULTS if dev.type == "cpu" else CUDA_DEFAULTS
-    model, vae, dec = bench_models(preset, dev, vae_dim, decoder)
-    pipe = LipSyncPipeline(model, vae, dec, cuda_graphs=None if fast else False)
+    model, vae, dec = bench_models(preset, dev, vae_dim, decoder, fp8, blocks_to_swap)
+    # swapped blocks move their weights during a pass, which a captured CUDA graph cannot follow
+    pipe = LipSyncPipeline(model, vae, dec, cuda_graphs=None if fast and not blocks_to_swap else False)
     warm = bench_inputs(3, size)  # every window phase (chunks 0, 1, 2+), both chunk lengths, the teacher's path
     run_student(pipe, *warm, device_composite=fast)
     if teacher_steps:
         run_teacher(model, vae, dec, *warm, steps=1)
     frames, audio, mask = bench_inputs(chunks, size)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
     student = run_student(pipe, frames, audio, mask, device_composite=fast)
+    peak_cuda_mb = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None
     teacher = run_teacher(model, vae, dec, frames, audio, mask, steps=teacher_steps) if teacher_steps else None
     steady = statistics.median(student["chunk_s"][1:]) if chunks > 1 else student["chunk_s"][0]
     result = {
         "preset": preset, "device": str(dev), "machine": machine(dev), "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "dtype": str(model.patch_embedding.weight.dtype).removeprefix("torch."),
+        "fp8": fp8, "blocks_to_swap": blocks_to_swap, "peak_cuda_mb": peak_cuda_mb,
         "clip": {"frames": student["frames"], "chunks": chunks, "size": size, "latent_hw": size // SPACE_FACTOR,
                  "decoder": decoder, "vae_dim": vae_dim, "weights": "random (seeded)"},
         "fast_paths": {"enabled": fast, "cuda_graphs": pipe.sampler.graphs is not None,
@@ -306,7 +327,7 @@ def _bench(preset, dev, decoder, size, chunks, teacher_steps, memory, threads, v
         result["stages_s"]["teacher"] = {k: round(v, 3) for k, v in teacher["stages_s"].items()}
         result["passes_per_chunk"]["teacher"] = f"{teacher['passes']} passes over the whole clip ({chunks} chunks)"
     if memory:
-        probes = [memory_in_fresh_process(preset, str(dev), n, size, vae_dim, decoder, threads)
+        probes = [memory_in_fresh_process(preset, str(dev), n, size, vae_dim, decoder, threads, fp8, blocks_to_swap)
                   for n in defaults["memory_chunks"]]
         key = "peak_cuda_mb" if dev.type == "cuda" else "peak_rss_mb"
         result["peak_memory_mb"] = probes[0][key]
@@ -332,6 +353,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="switchable fast paths off (CUDA graphs, cuDNN autotuning, fused attention, device composite)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
+    parser.add_argument("--fp8", action="store_true", help="transformer block linear weights in fp8 e4m3")
+    parser.add_argument("--blocks-to-swap", type=int, default=0, metavar="N",
+                        help="keep the last N transformer blocks in host memory, streamed to the device")
     from . import e2e_bench
 
     e2e_bench.add_arguments(parser)
@@ -343,9 +367,10 @@ def run(args: argparse.Namespace) -> int:
 
         return e2e_bench.run(args)
     result = bench(args.preset, args.device, args.decoder, args.size, args.chunks, args.teacher_steps,
-                   memory=not args.no_memory, threads=args.threads, vae_dim=args.vae_dim, fast=not args.no_fast)
+                   memory=not args.no_memory, threads=args.threads, vae_dim=args.vae_dim, fast=not args.no_fast,
+                   fp8=args.fp8, blocks_to_swap=args.blocks_to_swap)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    keys = ("student_fps", "teacher_fps", "speedup", "ttff_s", "peak_memory_mb")
+    keys = ("student_fps", "teacher_fps", "speedup", "ttff_s", "peak_memory_mb", "peak_cuda_mb")
     print(json.dumps({k: result[k] for k in keys if k in result}))
     return 0

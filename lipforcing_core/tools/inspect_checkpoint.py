@@ -13,9 +13,14 @@ import math
 from collections import Counter
 from pathlib import Path
 
-import torch
-
-from ..checkpoints import LORA_KEY, check_state_dict, detect_preset, read_shapes
+from ..checkpoints import (
+    LORA_KEY,
+    check_fp8_scales,
+    check_state_dict,
+    detect_preset,
+    dit_keys,
+    read_shapes,
+)
 from ..config import PRESETS, get_preset
 
 
@@ -24,13 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object (keys with shapes included)")
 
 
-def preset_keys(name: str) -> dict[str, list[int]]:
-    """Key -> shape of a preset's state dict, built on the meta device (no weights allocated)."""
-    from ..models.dit import LipForcingDiT
-
-    with torch.device("meta"):
-        model = LipForcingDiT(get_preset(name))
-    return {k: list(v.shape) for k, v in model.state_dict().items()}
+def preset_keys(name: str, fp8_layers: list[str] | tuple[str, ...] = ()) -> dict[str, list[int]]:
+    """Key -> shape of a preset's state dict (``fp8_layers`` stored in fp8), built on the meta device."""
+    return {k: list(v) for k, v in dit_keys(get_preset(name), fp8_layers).items()}
 
 
 def describe(target: str) -> dict:
@@ -45,7 +46,7 @@ def describe(target: str) -> dict:
         return _report(target, "omniavatar-adapter", None, keys, dtypes, [], [], [])
     preset = detect_preset(keys)
     kind = "lipforcing-dit" if "audio_proj.proj.weight" in keys else "wan2.1-base"
-    missing, unexpected, wrong = check_state_dict(keys, preset_keys(preset))
+    missing, unexpected, wrong = check_state_dict(keys, preset_keys(preset, check_fp8_scales(entries, target)))
     return _report(target, kind, preset, keys, dtypes, missing, unexpected, wrong)
 
 
