@@ -25,11 +25,15 @@ import numpy as np
 import pytest
 import torch
 
+from lipforcing_core.config import get_preset
 from lipforcing_core.demo.dit_recipe import pixel_keep_mask
 from lipforcing_core.demo.dub import dubbing_pair
 from lipforcing_core.demo.evaluate import load_demo_models
 from lipforcing_core.demo.vae_train import psnr
 from lipforcing_core.models.attention import _kernel, attention, attention_backend
+from lipforcing_core.models.block_swap import BlockSwap
+from lipforcing_core.models.dit import LipForcingDiT
+from lipforcing_core.models.fp8 import Fp8Linear, scaled_mm_available, use_fp8_linears
 from lipforcing_core.pipeline import (
     LipSyncPipeline,
     PrecomputedLatents,
@@ -40,10 +44,6 @@ from lipforcing_core.pipeline import (
     composite_mouth_device,
     teacher_clip,
 )
-from lipforcing_core.config import get_preset
-from lipforcing_core.models.block_swap import BlockSwap
-from lipforcing_core.models.dit import LipForcingDiT
-from lipforcing_core.models.fp8 import Fp8Linear, scaled_mm_available, use_fp8_linears
 from lipforcing_core.sampling.causal import SeededNoise
 from lipforcing_core.syncnet.model import SyncNetV2
 from lipforcing_core.vae.taehv import TAEHV
