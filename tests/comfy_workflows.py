@@ -108,29 +108,30 @@ DEMO_SCORES_NOTE = Note("Read me: the scores below", _md([
 ]), (340, 120))
 
 
-def _models_note(lines: list[str]) -> Note:
-    head = ["## Models for this workflow", "Put each file in the folder named (inside `ComfyUI/models/`), then "
-            "press **R** to refresh the loaders. The Missing Models dialog offers only the files marked *(dialog)*: "
-            "it downloads `.safetensors` files from Hugging Face or Civitai only.", ""]
-    return Note("Read me: models", _md(head + lines), (380, 440))
-
-
 def _released_models(model_line: str) -> Note:
-    return _models_note([
+    return Note("Read me: models", _md([
+        "## Models for this workflow",
+        "Put each file in the folder named (inside `ComfyUI/models/`), then press **R** to refresh the loaders. "
+        "The Missing Models dialog offers the files marked *(dialog)*: it downloads only `.safetensors` files "
+        "from Hugging Face or Civitai.",
+        "",
         model_line,
-        "- `wan_2.1_vae.safetensors` → **vae** *(dialog)*: Comfy-Org/Wan_2.1_ComfyUI_repackaged, "
+        "- `wan_2.1_vae.safetensors` → **vae** *(dialog)*: "
+        "[Comfy-Org/Wan_2.1_ComfyUI_repackaged](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged), "
         "split_files/vae.",
-        "- `taew2_1.safetensors` → **vae_approx** *(dialog)*: madebyollin/taehv on GitHub (safetensors/), "
-        "mirrored in Kijai/WanVideo_comfy.",
+        "- `taew2_1.safetensors` → **vae_approx** *(dialog)*: [madebyollin/taehv](https://github.com/madebyollin/taehv) "
+        "(safetensors/), mirrored in [Kijai/WanVideo_comfy](https://huggingface.co/Kijai/WanVideo_comfy).",
         "- `model.safetensors` + `config.json` → **audio_encoders/wav2vec2-base-960h/**: both files from "
-        "huggingface.co/facebook/wav2vec2-base-960h (by hand: the dialog cannot fetch config.json).",
+        "[facebook/wav2vec2-base-960h](https://huggingface.co/facebook/wav2vec2-base-960h), by hand (the dialog "
+        "cannot fetch config.json).",
         "- `a_person_talking.safetensors` → **text_embeddings** (optional): a precomputed UMT5 prompt embedding "
         "[1, N, 4096]. Without one, delete *Load Text Embedding*: the sampler then uses a zero text embedding.",
-    ])
+    ]), (380, 440))
 
 
-MODEL_14B = ("- `lipforcing_14b.pth` → **diffusion_models**: huggingface.co/JinhyukJang/lipforcing (28.6 GB). "
-             "A pickle, so download it by hand; optionally convert it once with "
+MODEL_14B = ("- `lipforcing_14b.pth` → **diffusion_models**: [JinhyukJang/lipforcing]"
+             "(https://huggingface.co/JinhyukJang/lipforcing) (28.6 GB). A pickle, which the dialog refuses: "
+             "download it by hand; optionally convert it once with "
              "`python -m lipforcing_core convert lipforcing_14b.pth -o lipforcing_14b.safetensors` and pick the "
              "safetensors file in the loader.")
 MODEL_1_3B = ("- `lipforcing_1_3b.pth` → **diffusion_models**: the 1.3B student is not published; put your own "
@@ -149,9 +150,10 @@ MASK_NOTE = Note("Why two mouth masks", _md([
 
 SYNCNET_NOTE = Note("Read me: model", _md([
     "## Model",
-    "- `syncnet_v2.model` → **syncnet** (a folder the pack adds): the VGG SyncNet v2 from syncnet_python's "
-    "`download_model.sh` (robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model). Download it by hand: "
-    "the Missing Models dialog takes neither that host nor a pickle.",
+    "- `syncnet_v2.model` → **syncnet** (a folder the pack adds): the VGG SyncNet v2 that "
+    "[syncnet_python](https://github.com/joonson/syncnet_python)'s `download_model.sh` fetches "
+    "([direct link](https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model)). Download it "
+    "by hand: the Missing Models dialog takes neither that host nor a pickle.",
     "",
     "Press **R** to refresh the loader afterwards."]), (340, 170))
 SYNCNET_INPUT_NOTE = Note("Read me: the input", "A **25 fps** video with one visible face and its speech, in `ComfyUI/input/`. "
@@ -324,7 +326,7 @@ def _ui_node(api: dict, schemas: dict, node_id: str, links: list, outgoing: dict
             "widgets_values": values}
 
 
-def api_from_ui(ui: dict, schemas_by_type: dict) -> dict:
+def api_from_ui(ui: dict, by_type: dict) -> dict:
     """The API-format graph of a UI workflow, reading widget values through the node schemas (notes,
     which the editor never sends, are left out)."""
     links = {link[0]: link for link in ui["links"]}
@@ -332,7 +334,7 @@ def api_from_ui(ui: dict, schemas_by_type: dict) -> dict:
     for node in ui["nodes"]:
         if node["type"] in VIRTUAL:
             continue
-        schema = schemas_by_type[node["type"]]
+        schema = by_type[node["type"]]
         linked = {s["name"]: links[s["link"]] for s in node["inputs"] if s.get("link") is not None}
         inputs, values = {}, iter(node.get("widgets_values", []))
         for spec in schema.inputs:
