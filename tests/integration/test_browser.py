@@ -108,6 +108,7 @@ def _open_template(page, name: str) -> dict:
     }""", [path, name])
     page.wait_for_timeout(1500)
     state = page.evaluate(GRAPH_STATE)
+    state["toasts"] = page.evaluate("() => [...document.querySelectorAll('.p-toast-message')].map(t => t.innerText)")
     state["dialogs"] = _close_dialogs(page)  # e.g. the Missing Models dialog of the released-model workflows
     return state
 
@@ -138,7 +139,12 @@ def _overlaps(nodes: list[dict]) -> list[tuple[str, str]]:
 
 
 def _pack_problems(problems: list[str]) -> list[str]:
-    return [p for p in problems if any(marker in p.lower() for marker in PACK_MARKERS)]
+    """The problems that name the pack; the others are printed (offline, the frontend fails to reach the
+    model hosts for file sizes and the template index)."""
+    ours = [p for p in problems if any(marker in p.lower() for marker in PACK_MARKERS)]
+    if len(ours) < len(problems):
+        print(f"\n{len(problems) - len(ours)} console problems not from the pack, e.g. {problems[0][:160]!r}")
+    return ours
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +197,8 @@ def test_example_workflow_opens_readable(page, artefacts, name):
                   or n["rect"][2] > VIEWPORT["width"] or n["rect"][3] > VIEWPORT["height"]]
     assert not off_screen, f"not on screen at the opening view: {off_screen}"
     assert not _pack_problems(page.problems), _pack_problems(page.problems)
+    assert not [d for d in state["dialogs"] if "Missing Models" not in d]  # no missing nodes, no load error
+    assert not [t for t in state["toasts"] if "valid" in t.lower() or "fixed" in t.lower()], state["toasts"]
     offered = "\n".join(d for d in state["dialogs"] if "Missing Models" in d)
     assert "not allowed" not in offered and "Only allowed suffixes" not in offered, offered  # each one downloadable
     workflow = json.loads((TEMPLATES / f"{name}.json").read_text())
@@ -201,7 +209,7 @@ def test_example_workflow_opens_readable(page, artefacts, name):
 def test_demo_run_shows_the_scores_on_the_canvas(page, artefacts):
     page.problems.clear()
     _open_template(page, DEMO)
-    page.evaluate("() => window.app.queuePrompt(0, 1)")
+    page.get_by_role("button", name="Run").first.click()
     shown = """() => window.app.graph._nodes.filter(n => n.type === 'PreviewAny').map(
         n => [n.title, n.widgets.map(w => String(w.value ?? '')).join(' ')])"""
     deadline = time.monotonic() + RUN_TIMEOUT_S
