@@ -170,7 +170,7 @@ def _released(api: str, name: str, model_line: str) -> Layout:
                [Group("Lip sync", [["7", "8", "9"], ["11", "10", "12", MASK_NOTE]])],
                [Group("Output", [["13", "14"]])]],
         titles={"9": "Mouth Mask 256 (sampler)", "10": "Mouth Mask 512 (paste-back)", "14": "Length summary"},
-        sizes={"4": (380, 84), "8": (360, 128), "9": (360, 84), "11": (380, 520), "10": (360, 84), "12": (360, 96),
+        sizes={"4": (430, 84), "8": (360, 128), "9": (360, 84), "11": (380, 520), "10": (360, 84), "12": (360, 96),
                "13": (360, 480), "14": (360, 120)})
 
 
@@ -186,7 +186,7 @@ LAYOUTS = [
                 "11": "SyncNet Score — output", "12": "SyncNet Score — ground truth", "13": "Length summary",
                 "14": "Scores — output", "15": "Offset plot — output", "16": "Scores — ground truth",
                 "17": "Offset plot — ground truth"},
-        sizes={"2": (380, 84), "1": (380, 194), "6": (360, 84), "7": (380, 520), "9": (340, 420),
+        sizes={"2": (430, 84), "1": (360, 194), "6": (360, 84), "7": (380, 520), "9": (340, 420),
                "13": (340, 120), "14": (340, 120), "15": (340, 230), "16": (340, 120), "17": (340, 230)}),
     _released("lipforcing_14b_api.json", "Lip Forcing 14B (released model)", MODEL_14B),
     _released("lipforcing_1_3b_api.json", "Lip Forcing 1.3B student", MODEL_1_3B),
