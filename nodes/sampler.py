@@ -99,7 +99,10 @@ class Sampler(io.ComfyNode):
                                   tooltip="TAEHV tiny decoder: much faster decoding (the release default). "
                                           "Without it the Wan VAE decodes."),
             ],
-            outputs=[io.Image.Output(display_name="faces", tooltip="The generated aligned faces.")],
+            outputs=[io.Image.Output(display_name="faces", tooltip="The generated aligned faces."),
+                     io.String.Output(display_name="summary",
+                                      tooltip="How many frames were generated from how much audio and how the source "
+                                              "video was cut or extended: wire it to Preview as Text.")],
         )
 
     @classmethod
@@ -132,7 +135,7 @@ class Sampler(io.ComfyNode):
                 raise LipForcingInputError("faces / audio_embeds / text", str(err)) from err
         summary = (f"{info['output_frames']} frames generated from {info['audio_frames']} audio frames; "
                    f"source video ({info['video_frames_in']} frames): {info['video_adjust']}")
-        return io.NodeOutput(image_from_frames(np.concatenate(out)), ui={"text": [summary]})
+        return io.NodeOutput(image_from_frames(np.concatenate(out)), summary, ui={"text": [summary]})
 
 
 def lip_sync_inputs(media: io.Input, audio: io.Input) -> list:

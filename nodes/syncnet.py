@@ -62,7 +62,9 @@ class SyncNetScore(io.ComfyNode):
                 io.Float.Output(display_name="lse_c", tooltip="Sync confidence (median - min distance)."),
                 io.Float.Output(display_name="lse_d", tooltip="Minimum mean distance over offsets."),
                 io.Int.Output(display_name="offset", tooltip="AV offset in frames (positive: audio leads)."),
-                io.Image.Output(display_name="plot", tooltip="Mean distance per offset."),
+                io.Image.Output(display_name="plot", tooltip="Mean distance per offset: wire it to Preview Image."),
+                io.String.Output(display_name="summary", tooltip="'LSE-C ... LSE-D ... offset ...' as one line: wire "
+                                                                 "it to Preview as Text to see the scores on the canvas."),
             ],
             is_output_node=True,
         )
@@ -78,7 +80,7 @@ class SyncNetScore(io.ComfyNode):
         plot = image_from_frames(np.array(plot_offsets(result).convert("RGB"))[None])
         text = f"LSE-C {result.lse_c:.3f}  LSE-D {result.lse_d:.3f}  offset {result.offset}"
         return io.NodeOutput(float(result.lse_c), float(result.lse_d), int(result.offset),
-                             plot.to(model_management.intermediate_device()), ui={"text": [text]})
+                             plot.to(model_management.intermediate_device()), text, ui={"text": [text]})
 
 
 NODES = [SyncNetLoader, SyncNetScore]

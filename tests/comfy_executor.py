@@ -110,7 +110,7 @@ class Executor:
         outputs = schemas[source].outputs
         if not 0 <= index < len(outputs):
             return f"linked to output {index} of node {source}, which has {len(outputs)} outputs"
-        if outputs[index].io_type != spec.get_io_type():
+        if spec.get_io_type() != "*" and outputs[index].io_type != spec.get_io_type():  # "*": any type
             return f"expects {spec.get_io_type()} but is linked to a {outputs[index].io_type} output"
         return None
 

@@ -163,7 +163,7 @@ def test_entry_point_registers_folders_and_matches_node_list(comfy_base):
     assert "syncnet" not in folder_paths.folder_names_and_paths
     node_ids = [cls.GET_SCHEMA().node_id for cls in comfy_env.node_classes()]
     assert "syncnet" in folder_paths.folder_names_and_paths
-    listed = json.loads((comfy_env.REPO / "workflows" / "node_list.json").read_text())
+    listed = json.loads((comfy_env.REPO / "tests" / "node_list.json").read_text())
     assert node_ids == listed["nodes"]
     assert len(set(node_ids)) == len(node_ids)
 

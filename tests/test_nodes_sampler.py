@@ -51,9 +51,9 @@ def test_sampler_is_the_core_pipeline(models):
     faces, embeds, mask, text = inputs(frames=5, audio_frames=9)  # one chunk; the video is ping-pong extended
     out = sampler.Sampler.execute(dit, vae, embeds, faces, mask, 7, "0.999, 0.769, 0",
                                   next(iter(sampler.WINDOWS)), text=text)
-    (images,) = out.args
+    images, summary = out.args
     assert images.shape == (9, SIZE, SIZE, 3) and 0 <= float(images.min()) and float(images.max()) <= 1
-    assert "9 frames generated" in out.ui["text"][0] and "ping-pong" in out.ui["text"][0]
+    assert "9 frames generated" in summary and "ping-pong" in summary and out.ui["text"] == [summary]
     pipeline = LipSyncPipeline(dit.module, vae.module)
     keep = 1.0 - mask[0].double().numpy()
     context = torch.nn.functional.pad(text[0][0], (0, 0, 0, 505))

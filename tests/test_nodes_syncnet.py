@@ -39,12 +39,12 @@ def clip(golden_root):
 def test_score_is_the_core_evaluation(model, clip):
     faces, audio = clip
     out = syncnet.SyncNetScore.execute(model, faces, audio, 25.0)
-    lse_c, lse_d, offset, plot = out.args
+    lse_c, lse_d, offset, plot, summary = out.args
     expected = evaluate_sync(model.module, faces, audio["waveform"][0, 0], sample_rate=16000)
     assert (lse_c, lse_d, offset) == (pytest.approx(expected.lse_c), pytest.approx(expected.lse_d), expected.offset)
     assert isinstance(lse_c, float) and isinstance(offset, int)
     assert plot.ndim == 4 and plot.shape[0] == 1 and plot.shape[-1] == 3 and plot.dtype == torch.float32
-    assert out.ui["text"][0].startswith(f"LSE-C {expected.lse_c:.3f}")
+    assert summary == out.ui["text"][0] and summary.startswith(f"LSE-C {expected.lse_c:.3f}  LSE-D {expected.lse_d:.3f}")
 
 
 def test_score_explains_bad_inputs(model, clip):
@@ -70,7 +70,7 @@ def test_demo_syncnet_is_bundled_and_scores_a_demo_clip(tmp_path):
     model = syncnet.SyncNetLoader.execute("demo_syncnet.safetensors").args[0]
     assert isinstance(model.module, SmallSyncNet)
     _, target_speech, truth, source_speech = DemoClip.execute(1_000_011, 1_000_012, 1_000_013, 2.0).args
-    lse_c, lse_d, offset, _ = syncnet.SyncNetScore.execute(model, truth, target_speech, 25.0).args
+    lse_c, lse_d, offset, *_ = syncnet.SyncNetScore.execute(model, truth, target_speech, 25.0).args
     assert offset == 0 and 0 <= lse_d < 2  # unit embeddings: distances lie in [0, 2]
     mismatched_c = syncnet.SyncNetScore.execute(model, truth, source_speech, 25.0).args[0]
     assert lse_c > mismatched_c

@@ -1,4 +1,6 @@
-"""The shipped workflows: UI and API files describe the same graph, and the API ones run in-process."""
+"""The shipped workflows: each example (UI) workflow describes the same graph as its API file, reads well
+(every node in a group, no overlaps, a note for each model file it cannot offer to download), and the API
+ones run in-process."""
 
 from __future__ import annotations
 
@@ -15,26 +17,84 @@ import comfy_env  # first: puts the ComfyUI test double on sys.path
 
 # isort: split
 from comfy_executor import Executor
-from comfy_workflows import DOWNLOADS, api_from_ui, ui_from_api
+from comfy_workflows import (API_DIR, DOWNLOAD_HOSTS, DOWNLOAD_SUFFIXES, DOWNLOADS, LAYOUTS, TEMPLATE_DIR, api_from_ui,
+                             node_classes, schemas_by_type, template)
 from lipforcing_pack.nodes.audio import DEMO_LOGMEL
 
 from lipforcing_core.face import MediaPipeDetector, ModelNotFoundError
 from lipforcing_core.video import read_video, write_video
 
-WORKFLOWS = sorted((comfy_env.REPO / "workflows").glob("*_api.json"))
+WORKFLOWS = sorted(API_DIR.glob("*_api.json"))
+BY_API = {layout.api: layout for layout in LAYOUTS}
 
 
-def schemas_by_type() -> dict:
-    return {cls.GET_SCHEMA().node_id: cls.GET_SCHEMA() for cls in comfy_env.node_classes()}
+def _ui(api_file: Path) -> dict:
+    return json.loads((TEMPLATE_DIR / f"{BY_API[api_file.name].name}.json").read_text())
+
+
+def test_template_folder_holds_only_ui_workflows_and_their_thumbnails():
+    """ComfyUI lists every ``*.json`` of ``example_workflows/`` as a template, with ``<name>.jpg`` as its
+    thumbnail: each must be a loadable UI workflow (no API file, no node list)."""
+    names = {layout.name for layout in LAYOUTS}
+    assert {p.stem for p in TEMPLATE_DIR.glob("*.json")} == names
+    assert {p.stem for p in TEMPLATE_DIR.glob("*.jpg")} == names
+    assert {p.suffix for p in TEMPLATE_DIR.iterdir()} == {".json", ".jpg"}
+    assert {layout.api for layout in LAYOUTS} == {p.name for p in WORKFLOWS}
+    for name in names:
+        ui = json.loads((TEMPLATE_DIR / f"{name}.json").read_text())
+        assert ui["nodes"] and ui["links"] and ui["groups"] and ui["extra"]["ds"]["scale"] >= 0.7
+        assert (TEMPLATE_DIR / f"{name}.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
+    for folder in ("example", "examples", "workflow", "workflows"):  # ComfyUI lists these folders too
+        assert not (comfy_env.REPO / folder).exists()
 
 
 @pytest.mark.parametrize("api_file", WORKFLOWS, ids=lambda p: p.name)
 def test_ui_and_api_files_describe_the_same_graph(api_file):
     api = json.loads(api_file.read_text())
-    ui = json.loads(api_file.with_name(api_file.name.replace("_api.json", ".json")).read_text())
-    schemas = schemas_by_type()
-    assert api_from_ui(ui, schemas) == api
-    assert ui == json.loads(json.dumps(ui_from_api(api, {k: schemas[n["class_type"]] for k, n in api.items()})))
+    ui = _ui(api_file)
+    assert api_from_ui(ui, schemas_by_type()) == api
+    assert ui == json.loads(json.dumps(template(BY_API[api_file.name])))  # python tests/comfy_workflows.py
+
+
+def _box(node: dict) -> tuple[float, float, float, float]:
+    """A node's rectangle with its title bar (LiteGraph draws the 30-unit title above ``pos``)."""
+    (x, y), (w, h) = node["pos"], node["size"]
+    return x, y - 30, x + w, y + h
+
+
+@pytest.mark.parametrize("api_file", WORKFLOWS, ids=lambda p: p.name)
+def test_layout_reads_left_to_right_in_groups_without_overlaps(api_file):
+    ui = _ui(api_file)
+    boxes = {n["id"]: _box(n) for n in ui["nodes"]}
+    for a in boxes:
+        for b in boxes:
+            if a < b:
+                (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = boxes[a], boxes[b]
+                assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, f"nodes {a} and {b} overlap"
+    for node_id, (x0, y0, x1, y1) in boxes.items():
+        inside = [g["title"] for g in ui["groups"] if g["bounding"][0] <= x0 and x1 <= g["bounding"][0] + g["bounding"][2]
+                  and g["bounding"][1] <= y0 and y1 <= g["bounding"][1] + g["bounding"][3]]
+        assert len(inside) == 1, f"node {node_id} lies in groups {inside}"
+    titles = [g["title"] for g in ui["groups"]]
+    assert titles[:2] == ["Models", "Inputs"] and set(titles) <= {"Models", "Inputs", "Faces", "Lip sync", "Output",
+                                                                  "Scores"}, titles
+    models, inputs = (next(g for g in ui["groups"] if g["title"] == t)["bounding"] for t in ("Models", "Inputs"))
+    assert models[0] + models[2] <= inputs[0]  # models on the left, then the inputs
+    shown = [n.get("title") or n["type"] for n in ui["nodes"]]  # untitled nodes show their type's name
+    assert len(set(shown)) == len(shown), f"two nodes look the same: {shown}"
+
+
+@pytest.mark.parametrize("api_file", WORKFLOWS, ids=lambda p: p.name)
+def test_results_are_shown_by_stock_display_nodes(api_file):
+    """Every SyncNet score's and sampler's summary feeds Preview as Text, every plot Preview Image."""
+    api = json.loads(api_file.read_text())
+    shown = {(tuple(n["inputs"].get("source") or n["inputs"]["images"]), n["class_type"]) for n in api.values()
+             if n["class_type"] in ("PreviewAny", "PreviewImage")}
+    for node_id, node in api.items():
+        if node["class_type"] == "LipForcingSyncNetScore":
+            assert {((node_id, 4), "PreviewAny"), ((node_id, 3), "PreviewImage")} <= shown
+        if node["class_type"] == "LipForcingSampler":
+            assert ((node_id, 1), "PreviewAny") in shown
 
 
 FILE_INPUTS = {"model_name": "models/diffusion_models", "vae_name": "models/vae", "taew_name": "models/vae_approx",
@@ -52,36 +112,42 @@ def test_workflow_validates_against_the_node_schemas(api_file, tmp_path):
             if name in FILE_INPUTS and value != DEMO_LOGMEL:
                 (base / FILE_INPUTS[name] / value).parent.mkdir(parents=True, exist_ok=True)
                 (base / FILE_INPUTS[name] / value).write_bytes(b"")
-    assert Executor(comfy_env.node_classes()).validate(api).keys() == api.keys()
+    assert Executor(node_classes()).validate(api).keys() == api.keys()
 
 
 @pytest.mark.parametrize("api_file", WORKFLOWS, ids=lambda p: p.name)
-def test_loaders_say_where_to_download_their_files(api_file):
-    """``properties.models`` (the editor's missing-model download) names the loader's own file and folder."""
-    ui = json.loads(api_file.with_name(api_file.name.replace("_api.json", ".json")).read_text())
-    api = json.loads(api_file.read_text())
+def test_every_model_file_is_downloadable_or_explained(api_file):
+    """A loader's ``properties.models`` (the editor's Missing Models dialog) lists its file only where the
+    dialog can download it (a Hugging Face / Civitai ``.safetensors`` into the loader's folder); every file
+    the workflow loads is named in its Models note with its folder."""
+    ui, api = _ui(api_file), json.loads(api_file.read_text())
+    notes = " ".join(n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "MarkdownNote")
     for node in ui["nodes"]:
+        if node["type"] == "MarkdownNote":
+            continue
         files = {FILE_INPUTS[k].removeprefix("models/"): v for k, v in api[str(node["id"])]["inputs"].items()
                  if k in FILE_INPUTS and k != "video"}
         listed = {m["name"]: m for m in node["properties"].get("models", [])}
         assert listed.keys() == {name for name in files.values() if name in DOWNLOADS}
         for entry in listed.values():
-            assert files[entry["directory"]] == entry["name"] and entry["url"].startswith("https://")
-            assert entry["url"].endswith("/" + entry["name"])
+            assert files[entry["directory"]] == entry["name"] and entry["url"].endswith("/" + entry["name"])
+            assert entry["url"].startswith(DOWNLOAD_HOSTS) and entry["name"].endswith(DOWNLOAD_SUFFIXES)
+        for folder, name in files.items():
+            if name != DEMO_LOGMEL:
+                assert f"`{name.split('/')[-1]}`" in notes and folder in notes, f"no note names {folder}/{name}"
 
 
 def test_demo_workflow_names_only_bundled_files():
     """Nothing to download: every file the demo workflow loads ships with the pack (or is built in)."""
     from lipforcing_core.demo.constants import STUDENT_FILE, SYNCNET_FILE, VAE_FILE
 
-    api = json.loads((comfy_env.REPO / "workflows" / "lipforcing_demo_api.json").read_text())
+    api = json.loads((API_DIR / "lipforcing_demo_api.json").read_text())
     named = {(FILE_INPUTS[k].removeprefix("models/"), v) for node in api.values()
              for k, v in node["inputs"].items() if k in FILE_INPUTS}
     bundled = {(f.parent.name, f.name) for f in (STUDENT_FILE, VAE_FILE, SYNCNET_FILE)}
     assert named == bundled | {("audio_encoders", DEMO_LOGMEL)}
     assert STUDENT_FILE.parent.name == "diffusion_models" and not any(
-        n["properties"].get("models") for n in json.loads(
-            (comfy_env.REPO / "workflows" / "lipforcing_demo.json").read_text())["nodes"])
+        n["properties"].get("models") for n in _ui(API_DIR / "lipforcing_demo_api.json")["nodes"])
 
 
 def _stand_in_demo_student(folder: Path) -> None:
@@ -102,13 +168,13 @@ def test_demo_workflow_runs_without_downloads(tmp_path, single_thread):
     (the trained one is bundled later): 3 s of speech -> 69 composited frames in an mp4 with the speech."""
     base = comfy_env.use_base(tmp_path)
     _stand_in_demo_student(base / "models" / "diffusion_models")
-    workflow = json.loads((comfy_env.REPO / "workflows" / "lipforcing_demo_api.json").read_text())
-    result = Executor(comfy_env.node_classes()).run(workflow)
+    workflow = json.loads((API_DIR / "lipforcing_demo_api.json").read_text())
+    result = Executor(node_classes()).run(workflow)
     source = result.outputs["1"][0]
     assert source.shape == (75, 64, 64, 3)
     generated, composited = result.outputs["7"][0], result.outputs["8"][0]
     assert generated.shape == composited.shape == (69, 64, 64, 3)  # 75 frames -> 18 latents -> 1 + 4*17
-    assert "69 frames generated from 75 audio frames" in result.ui["7"]["text"][0]
+    assert "69 frames generated from 75 audio frames" in result.ui["13"]["text"][0]  # the length summary
     mouth = result.outputs["6"][0][0] >= 0.5  # the composite's binary mask (keep = 1 - mouth > 0.5)
     assert torch.equal(composited[:, ~mouth], (source[:69, ~mouth] * 255).round() / 255)  # outside: the source
     assert torch.equal(composited[:, mouth], generated[:, mouth])  # the mouth: generated
@@ -116,9 +182,11 @@ def test_demo_workflow_runs_without_downloads(tmp_path, single_thread):
     video = read_video(base / "output" / saved["subfolder"] / saved["filename"])
     assert saved["filename"].endswith(".mp4") and video.frames.shape == (69, 64, 64, 3)
     assert video.audio is not None and video.sample_rate == 16000
-    for node in ("11", "12"):  # the output's and the ground truth's sync scores
-        lse_c, lse_d, _, _ = result.outputs[node]
-        assert np.isfinite([lse_c, lse_d]).all() and result.ui[node]["text"][0].startswith("LSE-C")
+    for node, shown, plot in (("11", "14", "15"), ("12", "16", "17")):  # the output's and ground truth's scores
+        lse_c, lse_d, *_ = result.outputs[node]
+        assert np.isfinite([lse_c, lse_d]).all()
+        assert result.ui[shown]["text"][0].startswith(f"LSE-C {lse_c:.3f}  LSE-D {lse_d:.3f}")  # Preview as Text
+        assert result.ui[plot]["images"][0]["shape"][0] == 1  # the offset plot into Preview Image
     assert result.outputs["12"][2] == 0  # the demo SyncNet finds the ground truth in sync
 
 
@@ -139,11 +207,10 @@ def test_syncnet_score_workflow_runs(tmp_path, golden_root):
     (base / "models" / "syncnet").mkdir(parents=True)
     torch.save(load_file(str(golden_root / "syncnet" / "syncnet_v2_random.safetensors")),
                base / "models" / "syncnet" / "syncnet_v2.model")
-    result = Executor(comfy_env.node_classes()).run(json.loads((comfy_env.REPO / "workflows" /
-                                                                "syncnet_score_api.json").read_text()))
-    lse_c, lse_d, offset, plot = result.outputs["4"]
+    result = Executor(node_classes()).run(json.loads((API_DIR / "syncnet_score_api.json").read_text()))
+    lse_c, lse_d, offset, plot, summary = result.outputs["4"]
     assert np.isfinite([lse_c, lse_d]).all() and lse_d > 0 and -15 <= offset <= 15
-    assert plot.shape[0] == 1 and result.ui["4"]["text"][0].startswith("LSE-C")
+    assert plot.shape[0] == 1 and result.ui["5"]["text"][0] == summary and summary.startswith("LSE-C")
 
 
 def _tiny_wav2vec2(folder: Path, golden_root: Path) -> None:
@@ -188,9 +255,9 @@ def test_released_workflow_runs_with_tiny_stand_ins(name, tmp_path, golden_root)
     speech, rate = load_audio(golden_root / "audio" / "stereo_44100.wav")
     write_video(base / "input" / "talking_head.mp4", frames, 25.0, speech[:, : rate * 12 // 25].numpy(), rate)
 
-    workflow = json.loads((comfy_env.REPO / "workflows" / name).read_text())
+    workflow = json.loads((API_DIR / name).read_text())
     workflow["8"]["inputs"]["size"] = workflow["10"]["inputs"]["size"] = 64  # 64x64 faces keep CPU time low
-    result = Executor(comfy_env.node_classes()).run(workflow)
+    result = Executor(node_classes()).run(workflow)
     generated = result.outputs["11"][0]
     assert generated.shape == (9, 64, 64, 3)  # 12 audio frames -> 3 latent frames -> 1 + 4 * 2 video frames
     assert [p for p in result.progress if p[0] == "11"] == [("11", 1, 1, True)]

@@ -1,8 +1,8 @@
 """The pack inside a real ComfyUI server (runs when ``COMFYUI_PATH`` is set, skips otherwise).
 
 Starts ``main.py --cpu`` on a free loopback port with an isolated ``--base-directory`` (a temp folder
-whose ``custom_nodes/`` links to this repo, an in-memory database), then talks HTTP to it:
-``GET /object_info`` must list every node of ``workflows/node_list.json``; a workflow mixing our nodes
+whose ``custom_nodes/`` links to this repo, an in-memory database; see ``comfy_server.py``), then talks
+HTTP to it: ``GET /object_info`` must list every node of ``tests/node_list.json``; a workflow mixing our nodes
 with ComfyUI's own (LoadImage, LoadAudio, SaveImage, PreviewAny) on the golden tiny models is queued
 with ``POST /prompt`` and polled in ``/history`` until it finishes; a bad input must come back as a
 node error a user can read. The shipped demo workflow runs on the files bundled in this repo alone
@@ -14,48 +14,15 @@ node error a user can read. The shipped demo workflow runs on the files bundled 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 300
-RUN_TIMEOUT_S = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, url: str, proc: subprocess.Popen, log: Path, base: Path):
-        self.url, self.proc, self.log, self.base = url, proc, log, base
-
-    def get(self, path: str) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=60) as resp:
-            return json.load(resp)
-
-    def post(self, path: str, body: dict) -> dict:
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as err:
-            raise AssertionError(f"POST {path} -> {err.code}: {err.read().decode()[:4000]}") from err
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_server import REPO, comfyui, link_pack, require_comfyui
+from comfy_server import run_prompt as _run
 
 
 def _prepare_base(base: Path, golden: Path) -> None:
@@ -63,8 +30,7 @@ def _prepare_base(base: Path, golden: Path) -> None:
     from PIL import Image
     from safetensors.torch import load_file
 
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "comfyui-lipforcing").symlink_to(REPO, target_is_directory=True)
+    link_pack(base)
     (base / "models" / "audio_encoders").mkdir(parents=True)
     (base / "models" / "audio_encoders" / "wav2vec2_tiny").symlink_to(golden / "audio" / "wav2vec2_tiny")
     (base / "input").mkdir()
@@ -76,7 +42,7 @@ def _prepare_base(base: Path, golden: Path) -> None:
     ramp = np.linspace(0, 255, 30).astype(np.uint8)[:, None, None, None] + np.zeros((30, 48, 64, 3), np.uint8)
     tone = (0.5 * np.sin(np.arange(16000) * 2 * np.pi * 220 / 16000)).astype(np.float32)[None]
     write_video(base / "input" / "clip.mp4", ramp, 30.0, tone, 16000)
-    # for workflows/syncnet_score_api.json: 12 real face frames with speech, and a SyncNet v2 file
+    # for api_workflows/syncnet_score_api.json: 12 real face frames with speech, and a SyncNet v2 file
     import torch
 
     from lipforcing_core.audio.io import load_audio
@@ -97,39 +63,11 @@ def _prepare_base(base: Path, golden: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, golden_root):
-    comfy = os.environ.get("COMFYUI_PATH")
-    if not comfy:
-        pytest.skip("set COMFYUI_PATH (and COMFYUI_PYTHON) to run the pack inside a real ComfyUI")
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    require_comfyui()
     base = tmp_path_factory.mktemp("comfy_base")
     _prepare_base(base, golden_root)
-    port = _free_port()
-    log = base / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-             "--database-url", "sqlite:///:memory:", "--disable-auto-launch"],
-            cwd=comfy, stdout=out, stderr=subprocess.STDOUT)
-    srv = Server(f"http://127.0.0.1:{port}", proc, log, base)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {proc.returncode}:\n{srv.log_text()[-4000:]}")
-            try:
-                srv.get("/system_stats")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"ComfyUI did not start in {START_TIMEOUT_S}s:\n{srv.log_text()[-4000:]}")
-                time.sleep(1)
+    with comfyui(base) as srv:
         yield srv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_pack_loads_and_lists_its_nodes(server):
@@ -139,7 +77,7 @@ def test_pack_loads_and_lists_its_nodes(server):
     assert not [line for line in ours if "IMPORT FAILED" in line or "Cannot import" in line], log[-4000:]
     assert "Error while calling comfy_entrypoint" not in log, log[-4000:]
     info = server.get("/object_info")
-    expected = json.loads((REPO / "workflows" / "node_list.json").read_text())["nodes"]
+    expected = json.loads((REPO / "tests" / "node_list.json").read_text())["nodes"]
     assert sorted(name for name in info if name.startswith("LipForcing")) == sorted(expected)
     for name in expected:
         node = info[name]
@@ -147,19 +85,6 @@ def test_pack_loads_and_lists_its_nodes(server):
         for section in ("required", "optional"):
             for input_name, spec in node["input"].get(section, {}).items():
                 assert spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
-
-
-def _run(server: Server, workflow: dict) -> dict:
-    """Queue ``workflow`` and return its ``/history`` entry once ComfyUI has finished it."""
-    prompt_id = server.post("/prompt", {"prompt": workflow, "client_id": "lipforcing-test"})["prompt_id"]
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        entry = server.get(f"/history/{prompt_id}").get(prompt_id)
-        if entry and entry.get("status", {}).get("completed") is not None and (
-                entry["status"]["completed"] or entry["status"].get("status_str") == "error"):
-            return entry
-        time.sleep(0.5)
-    raise AssertionError(f"prompt {prompt_id} did not finish in {RUN_TIMEOUT_S}s:\n{server.log_text()[-4000:]}")
 
 
 WORKFLOW = {
@@ -205,10 +130,12 @@ def test_bad_input_is_a_readable_node_error(server):
 
 
 def test_shipped_syncnet_workflow_runs(server):
-    workflow = json.loads((REPO / "workflows" / "syncnet_score_api.json").read_text())
+    workflow = json.loads((REPO / "api_workflows" / "syncnet_score_api.json").read_text())
     entry = _run(server, workflow)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert entry["outputs"]["4"]["text"][0].startswith("LSE-C")
+    assert entry["outputs"]["5"]["text"] == entry["outputs"]["4"]["text"]  # ComfyUI's Preview as Text shows it
+    assert entry["outputs"]["6"]["images"][0]["type"] == "temp"  # the offset plot in Preview Image
 
 
 def test_shipped_demo_workflow_runs_with_nothing_installed(server):
@@ -218,7 +145,7 @@ def test_shipped_demo_workflow_runs_with_nothing_installed(server):
     if not STUDENT_FILE.is_file():
         pytest.skip(f"the demo student is not bundled in this checkout ({STUDENT_FILE} is missing)")
     assert not list(server.base.glob("models/*/demo_*"))  # only the bundled files can be used
-    workflow = json.loads((REPO / "workflows" / "lipforcing_demo_api.json").read_text())
+    workflow = json.loads((REPO / "api_workflows" / "lipforcing_demo_api.json").read_text())
     entry = _run(server, workflow)
     assert entry["status"]["status_str"] == "success", entry["status"]
     video = entry["outputs"]["9"]["images"][0]
@@ -226,5 +153,8 @@ def test_shipped_demo_workflow_runs_with_nothing_installed(server):
     assert video["filename"].endswith(".mp4") and path.is_file()
     clip = read_video(path)
     assert clip.frames.shape == (69, 64, 64, 3) and clip.audio is not None  # 3 s of speech -> 69 frames
-    for node in ("11", "12"):  # sync scores of the output and of the ground truth
+    assert "69 frames generated" in entry["outputs"]["13"]["text"][0]  # the sampler's summary, Preview as Text
+    for node, shown, plot in (("11", "14", "15"), ("12", "16", "17")):  # scores of the output and ground truth
         assert entry["outputs"][node]["text"][0].startswith("LSE-C")
+        assert entry["outputs"][shown]["text"] == entry["outputs"][node]["text"]
+        assert entry["outputs"][plot]["images"][0]["filename"].endswith(".png")
