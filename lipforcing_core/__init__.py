@@ -7,6 +7,7 @@ Never imports ComfyUI. The public names below are resolved on first use, so that
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 __version__ = "0.1.0"
 
@@ -27,7 +28,15 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lipforcing_core' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+def lazy_getattr(package: str, exports: dict[str, str]) -> Callable[[str], object]:
+    """A module ``__getattr__`` for ``package`` that imports ``exports[name]`` (a submodule) on first use."""
+
+    def __getattr__(name: str) -> object:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f".{exports[name]}", package), name)
+
+    return __getattr__
+
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

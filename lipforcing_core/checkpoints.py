@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -17,6 +18,8 @@ from torch import nn
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from .errors import InputError
+
 StateDict = dict[str, torch.Tensor]
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 ConfigT = TypeVar("ConfigT")
@@ -24,30 +27,53 @@ ConfigT = TypeVar("ConfigT")
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A weight file is missing, unreadable, or not the kind of model the caller asked for."""
 
 
 def read_state_dict(path: str | Path, device: str = "cpu") -> StateDict:
     """Read a safetensors or torch-pickle file into a (possibly nested) mapping of tensors.
 
-    Pickles are loaded with ``weights_only=True`` and ``mmap=True`` (zip-format files).
+    Pickles are loaded with ``weights_only=True`` and ``mmap=True`` (zip-format files). A pickle
+    that holds anything but plain data and tensors is refused with our own message and never run.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
-        return load_file(str(path), device=device)
-    try:
         try:
-            return torch.load(path, map_location=device, weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            # Legacy (non-zip) pickles cannot be memory-mapped.
-            return torch.load(path, map_location=device, weights_only=True)
+            return load_file(str(path), device=device)
+        except Exception as err:  # noqa: BLE001 - any parse failure means "not a weight file"
+            raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # harmless, multi-line
+            try:
+                return torch.load(path, map_location=device, weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):
+                    raise
+                # Legacy (non-zip) pickles cannot be memory-mapped.
+                return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a weight file"
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
+        raise _unreadable(path, err) from None
+
+
+def _unreadable(path: Path, err: Exception) -> CheckpointError:
+    """Our own words for a failed ``torch.load``: torch's message for a refused pickle suggests
+    disabling ``weights_only``, which would run the file's code, so it is never passed on."""
+    text = str(err)
+    named = re.search(r"GLOBAL (\S+)", text)
+    if "Weights only load failed" in text and named:
+        return CheckpointError(f"{path} is not a plain weights file: it holds Python objects ({named.group(1)}) "
+                               "besides tensors and plain data, so it was not loaded (pickled code is never run); "
+                               "expected a .safetensors file or a torch state dict")
+    if "Weights only load failed" in text:
+        reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        text = reason.group(1) if reason else "refused by the weights-only loader"
+    reason = (text.strip().splitlines() or [""])[0]
+    return CheckpointError(f"{path} is not a readable torch checkpoint ({type(err).__name__}: {reason}); expected "
+                           ".safetensors or a torch state dict (.pth/.pt/.bin)")
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:
@@ -106,7 +132,7 @@ def materialize(build: Callable[[], ModuleT], state: StateDict, *, what: str,
 # --------------------------------------------------------------------------------------------
 # Lip Forcing DiT checkpoints
 # --------------------------------------------------------------------------------------------
-# Accepted layouts (SPEC §1-2):
+# Accepted layouts (docs/design.md §1):
 # * one merged file (``lipforcing_14b.pth``, ``.safetensors``): flat keys, or nested under
 #   ``{"model": {"net": ...}}`` / ``{"net": ...}``, optionally prefixed ``model.`` / ``_core.``;
 # * Wan2.1-T2V base shards (original or diffusers key names, a list of files, their

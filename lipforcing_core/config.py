@@ -1,12 +1,17 @@
 """Architecture configurations of the Lip Forcing DiT (Wan2.1 / OmniAvatar) with named presets.
 
 The released student and the OmniAvatar-LS teacher share one architecture; only the size differs.
-``tiny`` is the configuration of the golden test vectors (``shared/golden/dit``).
+``tiny`` is the configuration the golden tests use (docs/design.md §2).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .errors import InputError
+
+FPS = 25  # video frame rate of the released models, their audio features and SyncNet's windows
+TEXT_DIM = 4096  # width of a UMT5-XXL text embedding row, the DiT's text input
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,7 @@ class DiTConfig:
     num_layers: int
     in_dim: int = 65
     out_dim: int = 16
-    text_dim: int = 4096
+    text_dim: int = TEXT_DIM
     freq_dim: int = 256
     eps: float = 1e-6
     patch_size: tuple[int, int, int] = (1, 2, 2)
@@ -45,7 +50,7 @@ class DiTConfig:
 
 @dataclass(frozen=True)
 class CausalSpec:
-    """How the causal student attends over time (SPEC §4, golden README §4-5).
+    """How the causal student attends over time (docs/design.md §4).
 
     ``local_attn_size`` is the attention window in latent frames (-1: everything before),
     ``sink_size`` leading frames stay visible, ``dynamic_rope`` re-indexes the temporal RoPE
@@ -72,9 +77,15 @@ PRESETS: dict[str, DiTConfig] = {
 }
 
 
+class UnknownPresetError(InputError, KeyError):
+    """A preset name that is not in :data:`PRESETS` (a ``KeyError`` too, as a failed lookup)."""
+
+    __str__ = Exception.__str__  # the message, not KeyError's quoted repr
+
+
 def get_preset(name: str) -> DiTConfig:
     """Return the preset called ``name`` (case-insensitive, e.g. ``"14B"``)."""
     key = name.strip().lower()
     if key not in PRESETS:
-        raise KeyError(f"unknown DiT preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        raise UnknownPresetError(f"unknown DiT preset {name!r}; valid presets: {', '.join(PRESETS)}")
     return PRESETS[key]

@@ -1,16 +1,17 @@
 """Streaming lip-sync pipeline: aligned face frames + audio features -> generated frames, chunk by chunk.
 
-This is the official ``run_streaming_pipeline`` (SPEC §4) on our modules. Per chunk of 3 latent
+This is the official streaming loop (docs/design.md §4) on our modules. Per chunk of 3 latent
 frames (video frames 0-8 for the first chunk, then 12 at a time):
 
-1. encode the chunk's masked and unmasked source frames with two independent streaming VAE
-   encoders (the first unmasked latent is the reference latent for the whole clip);
+1. encode the chunk's unmasked and masked source frames as one batch of two through a streaming
+   VAE encoder (equal to two independent streams; the first unmasked latent is the reference
+   latent for the whole clip);
 2. denoise the chunk's slice of the clip noise with the few-step schedule (no CFG);
 3. decode the clean latents with a streaming decoder (TAEHV or the Wan VAE) and yield the frames;
 4. run the ``t = 0`` pass that writes the chunk into the KV cache.
 
 Conditioning ``y`` (49 channels): reference latent repeated | ``1 - mask`` on the latent grid |
-masked-video latents | source-video latents (golden/dit README §3.1).
+masked-video latents | source-video latents (docs/design.md §2, input channels).
 
 Length rule (official ``compute_generation_length``): with ``V`` audio frames (floor of duration x
 25), ``L = 1 + (V - 1) // 4`` latent frames rounded down to a multiple of the chunk size (at least
@@ -28,8 +29,8 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -37,16 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import STREAM_WINDOW, CausalSpec
+from .config import FPS, STREAM_WINDOW, TEXT_DIM, CausalSpec
 from .models.dit import LipForcingDiT
 from .sampling.causal import CausalSampler, NoiseSource, SeededNoise
 from .sampling.schedule import STUDENT_T_LIST
 from .sampling.teacher import sample_teacher
+from .vae.wan_vae import SPACE_FACTOR, TIME_FACTOR
 
-FPS = 25
-TIME_FACTOR, SPACE_FACTOR = 4, 8  # Wan VAE compression
 SIZE_MULTIPLE = 16  # VAE x8, then the DiT's 2x2 patches
-TEXT_DIM = 4096
 
 
 # ------------------------------------------------------------------------------------------ lengths
@@ -108,10 +107,16 @@ class SourceFrames:
         return len(self.indices)
 
     def __getitem__(self, frames: slice) -> Tensor:
+        return self.pixels(frames)
+
+    def pixels(self, frames: slice, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+        """Frames ``[B, 3, t, H, W]`` in [-1, 1] on ``device``: uint8 frames travel as uint8 and are
+        converted there (a quarter of the bytes of float32)."""
         idx = torch.from_numpy(self.indices[frames])
         if self.channels_last:
-            return (self.frames[idx].float() / 255.0 * 2.0 - 1.0).permute(3, 0, 1, 2).unsqueeze(0)
-        return self.frames[:, :, idx].float()
+            raw = self.frames[idx].to(device, non_blocking=True)
+            return (raw.float() / 255.0 * 2.0 - 1.0).permute(3, 0, 1, 2).unsqueeze(0).to(dtype)
+        return self.frames[:, :, idx].to(device, torch.float32).to(dtype)
 
 
 def _as_array(mask: Tensor | np.ndarray) -> np.ndarray:
@@ -164,31 +169,34 @@ def build_y(ref_latent: Tensor, keep_mask: Tensor, masked: Tensor, ref_sequence:
 
 
 class StreamingEncoder:
-    """Encodes a clip's unmasked and mouth-masked frames chunk by chunk (two encoder streams).
+    """Encodes a clip's unmasked and mouth-masked frames chunk by chunk.
 
     ``vae`` is a :class:`~lipforcing_core.vae.WanVAE` (or anything with ``new_encode_stream`` and
-    ``encode_chunk``). The reference latent is the first latent of the unmasked stream.
+    ``encode_chunk``). The two streams run as one batch (unmasked samples first, then masked) in
+    one encoder stream, which equals two independent streams (samples do not interact in the
+    encoder) at half the calls. The reference latent is the first latent of the unmasked stream.
     """
 
     def __init__(self, vae, video: SourceFrames, keep_mask: Tensor, chunk_size: int = 3):
-        self.vae, self.video, self.keep, self.chunk_size = vae, video, keep_mask, chunk_size
-        self.streams = vae.new_encode_stream(), vae.new_encode_stream()
+        self.vae, self.video, self.chunk_size = vae, video, chunk_size
+        param = next(vae.parameters())
+        self.keep = keep_mask.to(param.device, param.dtype)  # moved once
+        self.stream = vae.new_encode_stream()
         self.ref_latent: Tensor | None = None
 
     def __call__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
         """``(ref_latent, masked, ref_sequence)`` latents of chunk ``index`` (chunks in order)."""
         a, b = chunk_frames(index, self.chunk_size)
-        param = next(self.vae.parameters())
-        pixels = self.video[a:b].to(param.device, param.dtype)
-        ref_sequence = self.vae.encode_chunk(pixels, self.streams[0])
-        masked = self.vae.encode_chunk(pixels * self.keep.to(pixels), self.streams[1])
+        pixels = self.video.pixels(slice(a, b), self.keep.device, self.keep.dtype)
+        both = self.vae.encode_chunk(torch.cat([pixels, pixels * self.keep]), self.stream)
+        ref_sequence, masked = both.chunk(2)
         if self.ref_latent is None:
             self.ref_latent = ref_sequence[:, :, :1]
         return self.ref_latent, masked, ref_sequence
 
 
 class PrecomputedLatents:
-    """Conditioning from latents computed beforehand (cached training data, golden vectors)."""
+    """Conditioning from latents computed beforehand (cached training data, the golden tests)."""
 
     def __init__(self, masked: Tensor, ref_sequence: Tensor, ref_latent: Tensor | None = None, chunk_size: int = 3):
         self.masked, self.ref_sequence, self.chunk_size = masked, ref_sequence, chunk_size
@@ -201,8 +209,11 @@ class PrecomputedLatents:
 
 def frames_to_uint8(frames: Tensor) -> np.ndarray:
     """Generated ``[B, 3, n, H, W]`` in [-1, 1] -> uint8 ``[B, n, H, W, 3]`` (rounded)."""
-    pixels = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(0, 2, 3, 4, 1).cpu().numpy()
+    return _to_uint8(frames).permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
+def _to_uint8(frames: Tensor) -> Tensor:
+    return ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def composite_mouth(generated: Tensor, source: np.ndarray, keep: Tensor) -> np.ndarray:
@@ -213,27 +224,88 @@ def composite_mouth(generated: Tensor, source: np.ndarray, keep: Tensor) -> np.n
     return (gen * (1 - k) + source.astype(np.float32) * k).astype(np.uint8)
 
 
+def composite_mouth_device(generated: Tensor, source: Tensor, keep: Tensor) -> Tensor:
+    """:func:`composite_mouth` where the tensors are (e.g. on the GPU), bit-identical to it.
+
+    ``source`` is uint8 ``[n, H, W, 3]`` and ``keep`` ``[H, W]`` on the device of ``generated``;
+    returns uint8 ``[n, H, W, 3]`` there, for one copy to the host (:class:`HostCopy`).
+    """
+    gen = _to_uint8(generated)[0].permute(1, 2, 3, 0).float()
+    k = keep.float()[None, :, :, None]
+    return (gen * (1 - k) + source.float() * k).to(torch.uint8)
+
+
+class HostCopy:
+    """One asynchronous device-to-host copy into pinned memory; :meth:`wait` returns the CPU tensor.
+
+    The copy is queued behind the work that produced the tensor, so handing frames over does not
+    stall the device; only the consumer waits, when it needs them.
+    """
+
+    def __init__(self, tensor: Tensor):
+        self.event = None
+        if tensor.is_cuda:
+            self.host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            self.host.copy_(tensor, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = tensor
+
+    def wait(self) -> Tensor:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host
+
+
 # ------------------------------------------------------------------------------------------ timing
 
 
-@dataclass
 class StageTimer:
-    """Wall-clock seconds per pipeline stage (CUDA work is synchronised at each stage boundary)."""
+    """Seconds per pipeline stage, only when a timer is given (the pipeline times nothing otherwise).
 
-    seconds: dict[str, float] = field(default_factory=dict)
+    On CUDA a stage is bracketed by two CUDA events: nothing waits for the device while the
+    pipeline runs, and :attr:`seconds` waits for the recorded events when it is read. Elsewhere
+    (and for stages given no device) it is wall-clock time.
+    """
+
+    def __init__(self):
+        self._seconds: dict[str, float] = {}
+        self._pending: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+
+    def _add(self, name: str, seconds: float) -> None:
+        self._seconds[name] = self._seconds.get(name, 0.0) + seconds
 
     @contextmanager
     def stage(self, name: str, device: torch.device | None = None):
-        sync = device is not None and device.type == "cuda"
-        if sync:
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        if device is not None and device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            try:
+                yield
+            finally:
+                end.record()
+                self._pending.append((name, start, end))
+            return
+        began = time.perf_counter()
         try:
             yield
         finally:
-            if sync:
-                torch.cuda.synchronize(device)
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self._add(name, time.perf_counter() - began)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds per stage so far (waits for the device work of the stages recorded)."""
+        for name, start, end in self._pending:
+            end.synchronize()
+            self._add(name, start.elapsed_time(end) / 1000.0)
+        self._pending.clear()
+        return self._seconds
+
+
+def timed(timer: StageTimer | None, name: str, device: torch.device):
+    """``timer.stage(name, device)``, or a no-op (no device wait) without a timer."""
+    return nullcontext() if timer is None else timer.stage(name, device)
 
 
 # ------------------------------------------------------------------------------------------ pipeline
@@ -254,15 +326,22 @@ class LipSyncPipeline:
 
     ``vae`` encodes the source frames (and decodes when ``decoder`` is None); ``decoder`` is e.g. a
     :class:`~lipforcing_core.vae.TAEHV`. ``t_list`` is the step schedule (1-4 steps ending in 0),
-    ``spec`` windowed (:data:`STREAM_WINDOW`) or full causal attention.
+    ``spec`` windowed (:data:`STREAM_WINDOW`) or full causal attention. ``timer`` (a
+    :class:`StageTimer`) records per-stage times; without one nothing is timed. ``cuda_graphs``
+    as for :class:`~lipforcing_core.sampling.causal.CausalSampler` (default: on for a windowed
+    student on CUDA).
     """
 
     def __init__(self, model: LipForcingDiT, vae=None, decoder=None, *, t_list=STUDENT_T_LIST,
-                 spec: CausalSpec = STREAM_WINDOW, bf16_attn: bool = False, timer: StageTimer | None = None):
+                 spec: CausalSpec = STREAM_WINDOW, bf16_attn: bool = False, timer: StageTimer | None = None,
+                 cuda_graphs: bool | None = None):
         self.model, self.vae = model, vae
         self.decoder = decoder if decoder is not None else vae
-        self.sampler = CausalSampler(model, t_list, spec, bf16_attn)
-        self.timer = timer or StageTimer()
+        self.sampler = CausalSampler(model, t_list, spec, bf16_attn, cuda_graphs)
+        self.timer = timer
+
+    def _stage(self, name: str):
+        return timed(self.timer, name, self.device)
 
     @property
     def device(self) -> torch.device:
@@ -316,7 +395,7 @@ class LipSyncPipeline:
     def text(self, text: Tensor | None, batch: int) -> Tensor:
         """The text embedding for ``batch`` samples (one zero row when ``text`` is None)."""
         if text is None:
-            text = torch.zeros(1, 1, TEXT_DIM)
+            text = torch.zeros(1, 1, TEXT_DIM, device=self.device, dtype=self.dtype)
         if text.ndim != 3 or text.shape[-1] != TEXT_DIM or text.shape[0] not in (1, batch):
             raise ValueError(f"text: expected a [1, N, {TEXT_DIM}] or [B, N, {TEXT_DIM}] embedding, got {tuple(text.shape)}")
         return text.to(self.device, self.dtype).expand(batch, -1, -1)
@@ -346,36 +425,37 @@ class LipSyncPipeline:
         """The chunk loop on latent conditioning: ``source(k) -> (ref_latent, masked, ref_sequence)``.
 
         ``audio_emb`` covers ``1 + 4 (num_frames - 1)`` video frames; ``keep_mask`` is on the latent
-        grid. ``records`` (a list) receives one dict of intermediates per chunk (golden names).
+        grid. ``records`` (a list) receives one dict of intermediates per chunk (the sampler's record names).
         """
-        chunk, dev, timer = self.sampler.chunk_size, self.device, self.timer
+        chunk, dev = self.sampler.chunk_size, self.device
         if num_frames % chunk:
             raise ValueError(f"num_frames {num_frames} is not a multiple of the chunk size {chunk}")
         noise = noise or SeededNoise(42, dev)
         b = audio_emb.shape[0] if audio_emb is not None else 1
-        with timer.stage("setup", dev):
+        with self._stage("setup"):
             state = self.sampler.start(self.text(text, b), None if audio_emb is None else audio_emb.to(dev, self.dtype),
                                        latent_hw, num_frames)
             clip_noise = noise.initial((b, 16, num_frames, *latent_hw), self.dtype, dev)
+            keep_mask = keep_mask.to(dev)
         decoder = self.decoder if decode else None
         dec_stream = decoder.new_decode_stream() if decoder is not None else None
         frame_start = 0
         for k in range(num_frames // chunk):
             c0 = k * chunk
-            with timer.stage("encode", dev):
+            with self._stage("encode"):
                 ref_latent, masked, ref_sequence = source(k)
-                y = build_y(ref_latent, keep_mask.to(dev), masked, ref_sequence).to(dev, self.dtype)
+                y = build_y(ref_latent, keep_mask, masked, ref_sequence).to(dev, self.dtype)
             record = {} if records is not None else None
-            with timer.stage("denoise", dev):
+            with self._stage("denoise"):
                 x0 = self.sampler.denoise(state, clip_noise[:, :, c0:c0 + chunk], y, noise, c0, record)
             frames = None
             if decoder is not None:
-                with timer.stage("decode", dev), torch.no_grad():
+                with self._stage("decode"), torch.no_grad():
                     param = next(decoder.parameters())
                     frames = decoder.decode_chunk(x0.to(param.device, param.dtype), dec_stream)
             yield ChunkOutput(k, frame_start, x0, frames)
             frame_start += 0 if frames is None else frames.shape[2]
-            with timer.stage("cache_write", dev):
+            with self._stage("cache_write"):
                 self.sampler.commit(state, x0, y, c0, record)
             if records is not None:
                 records.append(record)
@@ -395,21 +475,21 @@ def teacher_clip(model: LipForcingDiT, vae, frames: Tensor | np.ndarray, audio_e
     the negative is zero audio and zero text. ``seed`` as for :meth:`LipSyncPipeline.stream`; stage
     times go to ``timer``.
     """
-    timer = timer or StageTimer()
     dev, dtype = model.patch_embedding.weight.device, model.patch_embedding.weight.dtype
+
     video = SourceFrames(frames)
     n, hw = video.num_frames, video.size
     latent_hw = (hw[0] // SPACE_FACTOR, hw[1] // SPACE_FACTOR)
     keep = pixel_mask(mask, hw)
-    with timer.stage("encode", dev):
+    with timed(timer, "encode", dev):
         pixels = video[0:n].to(dev, next(vae.parameters()).dtype)
         ref = vae.encode(pixels)
         y = build_y(ref[:, :, :1], latent_mask(mask, latent_hw).to(dev), vae.encode(pixels * keep.to(pixels)), ref)
-    with timer.stage("denoise", dev):
+    with timed(timer, "denoise", dev):
         noise = SeededNoise(seed, dev).initial((1, 16, ref.shape[2], *latent_hw), dtype, dev)
         text = torch.zeros(1, 1, TEXT_DIM, device=dev, dtype=dtype)
         x0 = sample_teacher(model, noise, y.to(dtype), text, torch.as_tensor(audio_emb)[None].to(dev, dtype),
                             steps=steps, cfg_scale=cfg_scale, shift=shift)
-    with timer.stage("decode", dev):
+    with timed(timer, "decode", dev):
         dec = decoder if decoder is not None else vae
         return dec.decode_chunk(x0.to(next(dec.parameters()).dtype), dec.new_decode_stream())

@@ -16,19 +16,20 @@ import torch
 
 from .audio import load_audio, load_wav2vec2
 from .checkpoints import CheckpointError, load_dit, read_state_dict
-from .config import STREAM_FULL, STREAM_WINDOW
-from .face import FaceNotFoundError
+from .config import FPS, STREAM_FULL, STREAM_WINDOW, TEXT_DIM
+from .demo.constants import DEMO_SIZE
+from .errors import InputError
 from .face.align import RESOLUTION as RELEASE_SIZE
 from .face.align import FaceTracker
 from .face.detect import MediaPipeDetector
 from .models.attention import BACKENDS, attention_backend, check_backend
-from .pipeline import FPS, LipSyncPipeline
+from .pipeline import LipSyncPipeline
+from .preflight import check_sync
 from .sampling.schedule import STUDENT_T_LIST
 from .stream_job import LipSyncModel, StreamJob, mono_or_stereo, video_job
 from .vae import load_taehv, load_wan_vae
-from .video import MediaSource, VideoError
+from .video import MediaSource
 
-DEMO_SIZE = 64  # the demo model's face size
 NEEDS_MODEL = ("sync needs the released model files --dit (Lip Forcing student), --vae (Wan2.1 VAE) and --wav2vec "
                "(wav2vec2-base-960h), see README 'The released models'; or --demo for the bundled demo model (no download)")
 
@@ -40,7 +41,7 @@ def load_text(path: str | Path | None) -> torch.Tensor | None:
     if path is None:
         return None
     tensors = [v for v in read_state_dict(path).values() if isinstance(v, torch.Tensor)]
-    if len(tensors) != 1 or tensors[0].ndim not in (2, 3) or tensors[0].shape[-1] != 4096:
+    if len(tensors) != 1 or tensors[0].ndim not in (2, 3) or tensors[0].shape[-1] != TEXT_DIM:
         raise CheckpointError(f"{path}: expected exactly one [1, N, 4096] text embedding tensor, "
                               f"found {[tuple(t.shape) for t in tensors]}")
     return tensors[0] if tensors[0].ndim == 3 else tensors[0][None]
@@ -68,8 +69,8 @@ def release_model(args: argparse.Namespace, face_size: int) -> LipSyncModel:
     device = torch.device(args.device)
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     dtype = dtypes[args.dtype] if args.dtype else (torch.float32 if device.type == "cpu" else torch.bfloat16)
-    pipe = LipSyncPipeline(load_dit(args.dit, dtype=dtype, device=device), load_wan_vae(args.vae, device=device),
-                           load_taehv(args.taew, device=device) if args.taew else None, t_list=args.t_list,
+    pipe = LipSyncPipeline(load_dit(args.dit, dtype=dtype, device=device), load_wan_vae(args.vae, dtype=dtype, device=device),
+                           load_taehv(args.taew, dtype=dtype, device=device) if args.taew else None, t_list=args.t_list,
                            spec=STREAM_FULL if args.full_attention else STREAM_WINDOW)
     return LipSyncModel.for_faces(pipe, load_wav2vec2(args.wav2vec, device=device), face_size, args.mask,
                                   text=load_text(args.text), seed=args.seed)
@@ -95,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attention kernel (auto: flash-attn / xformers for 16-bit CUDA when installed, else SDPA)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="DiT dtype (default bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="DiT, VAE and TAEHV dtype (default bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--face-size", type=int, help=f"aligned face size (default {RELEASE_SIZE}, the released "
                                                       f"model; the demo model works at {DEMO_SIZE})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_backend(args.attention)
     except ValueError as err:
-        raise SystemExit(f"--attention: {err}") from err
+        raise InputError(f"--attention: {err}") from err
     with attention_backend(args.attention):
         return _run(args)
 
@@ -115,12 +116,12 @@ def check_arguments(args: argparse.Namespace) -> int:
     released = (args.dit, args.vae, args.wav2vec, args.taew)
     if args.demo:
         if any(released):
-            raise SystemExit("--demo runs the bundled demo model: drop --dit/--vae/--wav2vec/--taew")
+            raise InputError("--demo runs the bundled demo model: drop --dit/--vae/--wav2vec/--taew")
         if args.face_size not in (None, DEMO_SIZE):
-            raise SystemExit(f"--demo works on {DEMO_SIZE}x{DEMO_SIZE} faces; drop --face-size")
+            raise InputError(f"--demo works on {DEMO_SIZE}x{DEMO_SIZE} faces; drop --face-size")
         return DEMO_SIZE
     if not (args.dit and args.vae and args.wav2vec):
-        raise SystemExit(NEEDS_MODEL)
+        raise InputError(NEEDS_MODEL)
     return args.face_size or RELEASE_SIZE
 
 
@@ -138,11 +139,11 @@ def summary(info: dict, model: str) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     face_size = check_arguments(args)
-    # preflight checks of the files (before anything is read or loaded) belong here
+    check_sync(args)  # output, media, audio and model files (headers): before anything is loaded
     try:
         job = open_job(args.video, args.audio, face_size=face_size)
-    except (VideoError, FaceNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from err
+    except ValueError as err:
+        raise InputError(str(err)) from err
     model = demo_model(args.seed) if args.demo else release_model(args, face_size)
     info = job.run(model, args.output, overwrite=args.overwrite, on_chunk=progress_line)
     print(summary(info, "demo" if args.demo else "Lip Forcing"))

@@ -14,14 +14,13 @@ write H.264/yuv420p mp4 files with the audio muxed in.
 * Sources are paths or binary file objects (ComfyUI's VIDEO type hands out either); ``stream_frames``
   decodes one frame at a time and converts the rate on the fly with the same rule as ``convert_fps``,
   so a whole clip is never held in memory.
-* Writes are atomic (a temporary file in the same folder, then ``os.replace``) and never replace an
-  existing file unless ``overwrite=True`` -- so an input clip is never clobbered by default.
+* Writes are atomic (``atomic.atomic_output``: a temporary file in the same folder, renamed when
+  complete, removed on failure or SIGTERM) and never replace an existing file unless ``overwrite=True``
+  -- so an input clip is never clobbered by default.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -31,14 +30,17 @@ from typing import BinaryIO, TypeVar
 import av
 import numpy as np
 
-MODEL_FPS = 25.0
+from .atomic import atomic_output
+from .config import FPS as MODEL_FPS  # the rate frames are converted to for the models
+from .errors import InputError
+
 _VFR_TOLERANCE = 0.25  # a frame interval off the nominal one by more than this share -> VFR
 
 MediaSource = str | Path | BinaryIO
 T = TypeVar("T")
 
 
-class VideoError(ValueError):
+class VideoError(InputError):
     """A video file that cannot be used: unreadable, corrupt, no frames, no audio when required."""
 
 
@@ -265,22 +267,13 @@ def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps
     channels) starting at the first frame. Atomic; refuses to replace an existing file unless
     ``overwrite``. Odd frame sides are padded by one replicated row/column."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"output {path} exists; choose another name (inputs are never overwritten)")
     if audio is not None:
         audio = np.atleast_2d(np.asarray(audio, np.float32))
         if audio.shape[0] not in (1, 2) or not sample_rate:
             raise ValueError(f"write_video {path}: audio must be [1 or 2 channels, N] with a sample_rate, "
                              f"got shape {audio.shape} at {sample_rate}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix or ".mp4", prefix=f".{path.stem}.", dir=path.parent)
-    os.close(fd)
-    try:
-        _encode(tmp, frames, fps, audio, sample_rate, crf)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, overwrite) as tmp:
+        _encode(str(tmp), frames, fps, audio, sample_rate, crf)
     return path
 
 

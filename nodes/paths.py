@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lipforcing_core.demo.recipe import WEIGHTS_DIR
+from lipforcing_core.demo.constants import LOADERS_MODULE, WEIGHTS_DIR
+from lipforcing_core.registry import add_plugin
 
 from ._comfy import folder_paths
 from ._types import LipForcingInputError
@@ -45,9 +46,11 @@ def register_model_folders() -> None:
 def register_demo_folders() -> None:
     """List the bundled demo weights in the normal loaders: ``WEIGHTS_DIR/<folder>`` becomes the last
     path of ``<folder>``, after ``models/<folder>`` and any ``extra_model_paths.yaml`` paths, so a
-    user's file of the same name wins."""
+    user's file of the same name wins. The demo's loaders are imported when a file is first loaded,
+    not at start-up."""
     for folder in DEMO_FOLDERS:
         folder_paths.add_model_folder_path(folder, str(WEIGHTS_DIR / folder), is_default=False)
+    add_plugin(LOADERS_MODULE)
 
 
 def choices(folder: str) -> list[str]:

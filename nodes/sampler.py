@@ -17,10 +17,12 @@ import numpy as np
 import torch
 
 from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW
+from lipforcing_core.errors import InputError
 from lipforcing_core.face import FaceNotFoundError
 from lipforcing_core.face.align import FaceTracker
 from lipforcing_core.models.attention import attention_backend
 from lipforcing_core.pipeline import LipSyncPipeline, frames_to_uint8, generation_length
+from lipforcing_core.preflight import check_audio_width, check_latent_width
 from lipforcing_core.sampling.schedule import STUDENT_T_LIST
 from lipforcing_core.stream_job import LipSyncModel, StreamJob, video_job
 from lipforcing_core.video import VideoError, write_video
@@ -48,6 +50,18 @@ def parse_t_list(text: str) -> tuple[float, ...]:
     except ValueError as err:
         raise LipForcingInputError("t_list", f"'{text}' is not a comma-separated list of numbers.",
                                    "Use e.g. 0.999, 0.769, 0") from err
+
+
+def check_widths(dit_config, vae_config, audio_embeds: torch.Tensor) -> None:
+    """The core's model-compatibility checks (the command line runs them on the files' headers)."""
+    try:
+        check_audio_width(dit_config.audio_dim, audio_embeds.shape[-1])
+    except InputError as err:
+        raise LipForcingInputError("audio_embeds", str(err)) from err
+    try:
+        check_latent_width(dit_config.out_dim, vae_config.z_dim)
+    except InputError as err:
+        raise LipForcingInputError("vae", str(err)) from err
 
 
 class Sampler(io.ComfyNode):
@@ -94,6 +108,7 @@ class Sampler(io.ComfyNode):
         managed = [expect(model, "dit", "model"), expect(vae, "vae", "vae")]
         if taew is not None:
             managed.append(expect(taew, "taew", "taew"))
+        check_widths(managed[0].module.config, managed[1].module.config, audio_embeds)
         frames = frames_from_image(faces, "faces")
         keep = keep_mask(mouth_mask, None, "mouth_mask")
         context = None if text is None else text_from_conditioning(text, "text")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lipforcing_core.config import FPS
 from lipforcing_core.syncnet.metrics import evaluate_sync
 from lipforcing_core.syncnet.model import load_syncnet
 from lipforcing_core.syncnet.plot import plot_offsets
@@ -54,7 +55,7 @@ class SyncNetScore(io.ComfyNode):
                                                 "Face Align (any size; resized to the network's input, 224x224 for "
                                                 "SyncNet v2)."),
                 io.Audio.Input("audio", tooltip="The audio of the same clip, starting at the first frame."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.001,
+                io.Float.Input("fps", default=FPS, min=1.0, max=120.0, step=0.001,
                                tooltip="Frame rate of the faces; SyncNet v2 needs 25 fps."),
             ],
             outputs=[

@@ -12,7 +12,9 @@ import os
 import numpy as np
 import torch
 
-from lipforcing_core.video import MODEL_FPS, Video, VideoError, convert_fps, frame_times, read_video, write_video
+from lipforcing_core.errors import InputError
+from lipforcing_core.preflight import check_media
+from lipforcing_core.video import MODEL_FPS, Video, convert_fps, frame_times, read_video, write_video
 
 from ._comfy import folder_paths, io
 from ._types import LipForcingInputError, clip_waveform, frames_from_image, image_from_frames
@@ -47,9 +49,11 @@ class LoadVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, video: str, fps: float, max_frames: int) -> io.NodeOutput:
+        path = input_path(video, "video")
         try:
-            clip = read_video(input_path(video, "video"), max_frames=max_frames or None)
-        except VideoError as err:
+            check_media(path, "video")
+            clip = read_video(path, max_frames=max_frames or None)
+        except InputError as err:
             raise LipForcingInputError("video", str(err)) from err
         if fps:
             clip, _ = convert_fps(clip, fps)

@@ -57,7 +57,7 @@ def use_base(base: Path) -> Path:
 
 def bundled(folder: str) -> list[str]:
     """The bundled demo weight files the pack adds to a model folder's choices (sorted, maybe none)."""
-    from lipforcing_core.demo.recipe import WEIGHTS_DIR
+    from lipforcing_core.demo.constants import WEIGHTS_DIR
 
     root = WEIGHTS_DIR / folder
     return sorted(p.name for p in root.glob("*.safetensors")) if root.is_dir() else []

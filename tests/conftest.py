@@ -73,9 +73,4 @@ def random_tiny_dit():
     from lipforcing_core.config import get_preset
     from lipforcing_core.models.dit import LipForcingDiT
 
-    torch.manual_seed(0)
-    net = LipForcingDiT(get_preset("tiny")).eval()
-    for name, p in net.named_parameters():
-        if "modulation" in name or "norm" in name:
-            p.normal_(0, 0.3)
-    return net
+    return LipForcingDiT(get_preset("tiny")).init_weights(torch.Generator().manual_seed(0), affine_std=0.3).eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lipforcing_core.audio.bench import bench_audio
+from lipforcing_core.tools.audio_bench import bench_audio
 from lipforcing_core.audio.features import CHUNK_DEVIATION
 
 

@@ -7,7 +7,6 @@ import torch
 from safetensors.torch import load_file
 
 from lipforcing_core.audio import (
-    comfy_audio_to_mono16k,
     encode_audio,
     features_at,
     load_audio,
@@ -145,8 +144,6 @@ def test_bad_input_errors(encoder):
         encode_audio(encoder, torch.randn(1, 1, 1, 16000), 16000)
     with pytest.raises(ValueError, match="fps"):
         encode_audio(encoder, torch.randn(16000), 16000, fps=0)
-    with pytest.raises(ValueError, match="ComfyUI AUDIO dict"):
-        comfy_audio_to_mono16k({"waveform": torch.randn(1, 1, 16000)})
     with pytest.raises(ValueError, match="num_frames"):
         encode_audio(encoder, torch.randn(16000), 16000, num_frames=0)
 

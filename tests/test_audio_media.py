@@ -6,7 +6,7 @@ import av
 import pytest
 import torch
 
-from lipforcing_core.audio import comfy_audio_to_mono16k, encode_audio, features_at, load_audio, load_wav2vec2, normalize
+from lipforcing_core.audio import encode_audio, features_at, load_audio, load_wav2vec2, normalize, prepare_waveform
 from lipforcing_core.audio.features import CHUNK_DEVIATION
 
 
@@ -43,11 +43,11 @@ def test_video_audio_track_stereo_44k(encoder, media_root):
     """The video's own AAC 44.1 kHz stereo track, as ComfyUI's video loader hands it over."""
     audio = _comfy_audio(media_root / "latentsync_demo1_video.mp4")
     assert audio["waveform"].shape[:2] == (1, 2) and audio["sample_rate"] == 44100
-    mono = comfy_audio_to_mono16k(audio)
+    mono = prepare_waveform(audio["waveform"], audio["sample_rate"])[:, None]
     assert mono.shape == (1, 1, -(-audio["waveform"].shape[-1] * 16000 // 44100))
     emb = encode_audio(encoder, audio["waveform"], audio["sample_rate"], num_frames=250)
     assert emb.shape == (1, 250, 128) and torch.isfinite(emb).all()
-    # the helper's output is itself a valid 16 kHz AUDIO waveform: same features
+    # the mono 16 kHz waveform is itself a valid AUDIO waveform: same features
     assert torch.equal(encode_audio(encoder, mono, 16000, num_frames=250), emb)
 
 
@@ -55,7 +55,7 @@ def test_video_audio_track_stereo_44k(encoder, media_root):
 def test_chunked_long_clip_matches_one_shot(encoder, media_root):
     """19.8 s real clip: the memory-bounded CNN chunking stays within CHUNK_DEVIATION."""
     audio = _comfy_audio(media_root / "latentsync_demo2_audio.wav")
-    iv = normalize(comfy_audio_to_mono16k(audio)[:, 0])
+    iv = normalize(prepare_waveform(audio["waveform"], audio["sample_rate"]))
     full = features_at(encoder, iv, 496)
     for chunk in (25, 100):
         assert (features_at(encoder, iv, 496, chunk=chunk) - full).abs().max() < CHUNK_DEVIATION

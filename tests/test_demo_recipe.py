@@ -143,8 +143,10 @@ def test_loaders_reject_foreign_files(tmp_path):
 
 
 def test_cli_has_train_demo():
-    args = build_parser().parse_args(["train", "demo", "--only", "vae", "--only", "eval", "--quick"])
-    assert args.stage == "demo" and args.only == ["vae", "eval"] and args.quick
+    args = build_parser().parse_args(["train-demo", "--only", "vae", "--only", "eval", "--quick"])
+    assert args.command == "train-demo" and args.only == ["vae", "eval"] and args.quick
+    with pytest.raises(SystemExit):  # the trainers' command does not take the demo's flags
+        build_parser().parse_args(["train", "df", "--quick"])
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +157,7 @@ def heldout_clip() -> ClipBank:
 
 
 def test_shipped_weights_fit_the_budget_and_carry_metrics():
-    from lipforcing_core.demo.recipe import STUDENT_FILE, SYNCNET_FILE, TEACHER_FILE, VAE_FILE
+    from lipforcing_core.demo.constants import STUDENT_FILE, SYNCNET_FILE, TEACHER_FILE, VAE_FILE
 
     files = (VAE_FILE, SYNCNET_FILE, TEACHER_FILE, STUDENT_FILE)
     assert sum(f.stat().st_size for f in files) <= 50 * 2**20  # the issue's budget for all of them
@@ -166,7 +168,7 @@ def test_shipped_weights_fit_the_budget_and_carry_metrics():
 
 
 def test_shipped_vae_reconstructs_a_heldout_clip(heldout_clip):
-    from lipforcing_core.demo.recipe import VAE_FILE
+    from lipforcing_core.demo.constants import VAE_FILE
     from lipforcing_core.demo.vae_train import evaluate_vae
 
     vae = load_demo_vae()
@@ -226,4 +228,4 @@ def test_add_metadata_adds_entries_and_keeps_the_rest_byte_for_byte(tmp_path):
     with safe_open(str(path), framework="pt") as f:
         assert f.metadata() == {"preset": '"demo"', "format": "pt", "metrics": '{"gain": 1.5}'}
         assert torch.equal(f.get_tensor("w"), torch.arange(3.0))
-    assert not list(tmp_path.glob("*.tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left

@@ -1,4 +1,4 @@
-"""The demo end to end: ``train demo --quick`` from scratch, the ``demo`` command, the evaluation (``sync --demo`` on real video: tests/test_stream_job.py)."""
+"""The demo end to end: ``train-demo --quick`` from scratch, the ``demo`` command, the evaluation (``sync --demo`` on real video: tests/test_stream_job.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from lipforcing_core.video import read_video
 def quick(tmp_path_factory):
     """Every demo model trained from scratch for a few steps by the real command, and its run dir."""
     root = tmp_path_factory.mktemp("demo")
-    assert main(["train", "demo", "--quick", "--run-dir", str(root / "run"), "--weights-dir", str(root / "w"),
+    assert main(["train-demo", "--quick", "--run-dir", str(root / "run"), "--weights-dir", str(root / "w"),
                  "--threads", "1"]) == 0
     return root
 

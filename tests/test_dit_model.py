@@ -132,3 +132,104 @@ def test_attention_backends_agree_and_are_context_local():
     from lipforcing_core.models import attention as module
 
     assert module._backend.get() == "auto"  # the block restored the default
+
+
+def test_init_weights_is_seeded_and_materialises_a_meta_model():
+    """The one random initialisation (benchmarks, tests): seeded, finite, norm scales 1, and it fills a
+    model built on the meta device and moved with ``to_empty`` (how the benchmark makes 14B models)."""
+    with torch.device("meta"):
+        empty = LipForcingDiT(get_preset("tiny"))
+    a = empty.to_empty(device="cpu").init_weights(torch.Generator().manual_seed(1))
+    b = LipForcingDiT(get_preset("tiny")).init_weights(torch.Generator().manual_seed(1))
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.isfinite(p).all() and torch.equal(p, q), name
+    assert a.blocks[0].norm3.weight.eq(1).all()
+    c = LipForcingDiT(get_preset("tiny")).init_weights(torch.Generator().manual_seed(1), affine_std=0.3)
+    assert not c.blocks[0].norm3.weight.eq(1).all() and c.blocks[0].modulation.std() > 0.1
+
+
+# ------------------------------------------------------------------------------------ streaming fast paths
+def test_float32_rope_matches_the_float64_reference():
+    from lipforcing_core.models.rope import apply_rope, apply_rope32, rope_factors32, rope_frequencies, rope_tables
+
+    tables = rope_tables(32)
+    x = torch.randn(2, 3 * 4 * 5, 2, 32, generator=torch.Generator().manual_seed(0))
+    for first in (0, 7, 1000):
+        pos = torch.arange(first, first + 3)
+        reference = apply_rope(x, rope_frequencies(tables, pos, 4, 5))
+        torch.testing.assert_close(apply_rope32(x, rope_factors32(32, pos, 4, 5)), reference, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("spec,first", [(STREAM_WINDOW, 3), (STREAM_WINDOW, 5), (CausalSpec(3, 5, 1, False), 3),
+                                        (CausalSpec(3, 4, 0, False), 4), (CausalSpec(3, 11, 2, True), 4)])
+def test_cache_layout_holds_exactly_the_window(spec, first):
+    """Slots [0, past) hold the sink frames and the newest W - S - n earlier frames, each once."""
+    from lipforcing_core.models.kv_cache import CacheLayout
+
+    w, s = spec.local_attn_size, spec.sink_size
+    layout, slots, pasts = CacheLayout(spec, w), [None] * w, []
+    for n in [first] + [3] * 6:
+        start = layout.end_frame
+        past = layout.past(start, n)
+        recent = min(start - min(s, start), w - s - n)
+        assert sorted(slots[:past]) == list(range(min(s, start))) + list(range(start - recent, start))
+        slots[past:past + n] = range(start, start + n)
+        for src, dst, count in layout.commit(n):
+            slots[dst:dst + count] = slots[src:src + count]
+        pasts.append(past)
+    assert len(set(pasts[-3:])) == 1  # steady state: one window phase
+    assert layout.frames == w and layout.end_frame == first + 18
+
+
+def test_folded_one_row_cross_attention_equals_attention(model):
+    block = model.blocks[0]
+    x = torch.randn(2, 48, 128, generator=torch.Generator().manual_seed(0))
+    for text in (torch.zeros(2, 1, 128), torch.randn(2, 1, 128, generator=torch.Generator().manual_seed(1))):
+        kv = block.cross_attn.context_kv(text)
+        for bf16 in (False, True):
+            full = block.cross_attn(block.norm3(x), kv, bf16)
+            torch.testing.assert_close(block.cross_attn.single_row(kv, bf16).expand_as(full), full, atol=1e-6, rtol=1e-6)  # fp32 rounding at |x| ~ 3
+
+
+def stream_with(model, graphs, spec=STREAM_WINDOW, chunks=4):
+    c = clip(3 * chunks)
+    from lipforcing_core.pipeline import LipSyncPipeline, PrecomputedLatents
+    from lipforcing_core.sampling.causal import ReplayNoise
+
+    pipe = LipSyncPipeline(model, spec=spec, cuda_graphs=graphs is not None)
+    pipe.sampler.graphs = graphs
+    g = torch.Generator().manual_seed(2)
+    source = PrecomputedLatents(c["y"][:, 33:], c["y"][:, 1:17])
+    noise = ReplayNoise(c["x"], [torch.randn(1, 16, 3, H, W, generator=g) for _ in range(chunks)])
+    return torch.cat([o.latents for o in pipe.stream_latents(source, c["audio"], torch.ones(H, W), 3 * chunks, (H, W),
+                                                             noise=noise)], 2), pipe
+
+
+def test_graph_path_bookkeeping_on_cpu(model):
+    """The CUDA-graph path run eagerly (capture=False): same output, one entry per window phase, buffers reused."""
+    from lipforcing_core.models.cuda_graphs import StreamGraphs
+
+    reference, _ = stream_with(model, None)
+    graphs = StreamGraphs(capture=False)
+    out, pipe = stream_with(model, graphs)
+    torch.testing.assert_close(out, reference, atol=1e-6, rtol=0)
+    # chunk 0 (read, write + sink keys), chunk 1 (past 3), later chunks (past 4); denoise and commit share a shape
+    assert {k[0][:3] for k in graphs.keys} == {(0, (3, 4, 4), None), (0, (3, 4, 4), 0), (3, (3, 4, 4), None),
+                                               (4, (3, 4, 4), None)}
+    buffers = [cache.k.data_ptr() for cache in pipe.sampler.start(clip(3)["text"], None, (H, W), 3).caches]
+    again, pipe = stream_with(model, graphs)
+    torch.testing.assert_close(again, reference, atol=1e-6, rtol=0)
+    assert len(graphs.keys) == 4
+    assert [c.k.data_ptr() for c in pipe.sampler.start(clip(3)["text"], None, (H, W), 3).caches] == buffers
+
+
+def test_graphs_are_dropped_when_the_weights_move():
+    from lipforcing_core.models.cuda_graphs import StreamGraphs
+
+    graphs = StreamGraphs(capture=False)
+    graphs.bind((1, 2))
+    graphs.run("pass", {"x": torch.ones(2)}, lambda i: i["x"] * 2)
+    graphs.bind((1, 2))
+    assert len(graphs.keys) == 1
+    graphs.bind((3, 2))
+    assert graphs.keys == []

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from lipforcing_core.face.align import BiasSmoother, align_points, invert_affine, points3_from_106, similarity
+from lipforcing_core.face.align import BiasSmoother, align_points, invert_affine, similarity
+from lipforcing_core.face.detect import points3_from_106
 from lipforcing_core.face.mask import load_mouth_mask
 from lipforcing_core.face.paste import mouth_composite, paste_face
 

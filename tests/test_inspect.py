@@ -55,5 +55,8 @@ def test_checkpoint_files(capsys, tmp_path, tiny_sd):
 
 def test_non_dit_file_fails_with_message(capsys, tmp_path):
     save_file({"encoder.conv.weight": torch.zeros(3)}, tmp_path / "vae.safetensors")
-    assert main(["inspect", str(tmp_path / "vae.safetensors")]) == 1
-    assert "not a Lip Forcing" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:  # like every command: one line on stderr, exit code 2
+        main(["inspect", str(tmp_path / "vae.safetensors")])
+    assert stop.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and "not a Lip Forcing" in out.err

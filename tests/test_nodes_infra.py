@@ -89,7 +89,7 @@ def test_new_folder_lists_weight_files_only(comfy_base):
 
 
 def test_demo_weights_are_the_last_path_of_their_folders(comfy_base):
-    from lipforcing_core.demo.recipe import WEIGHTS_DIR
+    from lipforcing_core.demo.constants import WEIGHTS_DIR
 
     configured = str(comfy_base / "from_yaml")
     folder_paths.add_model_folder_path("vae", configured)  # what extra_model_paths.yaml does

@@ -72,7 +72,7 @@ def test_loaders_say_where_to_download_their_files(api_file):
 
 def test_demo_workflow_names_only_bundled_files():
     """Nothing to download: every file the demo workflow loads ships with the pack (or is built in)."""
-    from lipforcing_core.demo.recipe import STUDENT_FILE, SYNCNET_FILE, VAE_FILE
+    from lipforcing_core.demo.constants import STUDENT_FILE, SYNCNET_FILE, VAE_FILE
 
     api = json.loads((comfy_env.REPO / "workflows" / "lipforcing_demo_api.json").read_text())
     named = {(FILE_INPUTS[k].removeprefix("models/"), v) for node in api.values()

@@ -8,15 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from lipforcing_core.bench import random_dit
-from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW
+from lipforcing_core.config import STREAM_FULL, STREAM_WINDOW, get_preset
 from lipforcing_core.face.mask import load_mouth_mask
+from lipforcing_core.models.dit import LipForcingDiT
 from lipforcing_core.pipeline import (
+    HostCopy,
     LipSyncPipeline,
     PrecomputedLatents,
     SourceFrames,
+    StageTimer,
     StreamingEncoder,
     chunk_frames,
+    composite_mouth,
+    composite_mouth_device,
     frames_to_uint8,
     generation_length,
     latent_mask,
@@ -34,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
 
 @pytest.fixture(scope="module")
 def dit():
-    return random_dit("tiny", torch.device("cpu"), torch.float32)
+    return LipForcingDiT(get_preset("tiny")).init_weights(torch.Generator().manual_seed(0)).eval().requires_grad_(False)
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +206,38 @@ def test_batched_channels_first_input(dit, vae):
     both = pipe.run(nchw.expand(2, -1, -1, -1, -1), audio, mask, seed=5)
     assert both.shape == (2, 3, 9, SIZE, SIZE) and torch.isfinite(both).all()
     assert not torch.allclose(both[0], both[1])  # one noise tensor for the batch: each sample its own draws
+
+
+# ------------------------------------------------------------------------------------------ fast paths
+def test_batched_encode_equals_two_streams(vae):
+    video = SourceFrames(clip(21)[0])
+    keep = pixel_mask(load_mouth_mask(None, 256), (SIZE, SIZE))
+    enc = StreamingEncoder(vae, video, keep)
+    plain, masked = vae.new_encode_stream(), vae.new_encode_stream()
+    for k in range(2):
+        a, b = chunk_frames(k)
+        _, got_masked, got_plain = enc(k)
+        torch.testing.assert_close(got_plain, vae.encode_chunk(video[a:b], plain), atol=1e-6, rtol=0)
+        torch.testing.assert_close(got_masked, vae.encode_chunk(video[a:b] * keep, masked), atol=1e-6, rtol=0)
+
+
+def test_device_composite_is_bit_identical_to_numpy():
+    rng = np.random.default_rng(0)
+    generated = torch.from_numpy(rng.uniform(-1.2, 1.2, (1, 3, 5, SIZE, SIZE)).astype(np.float32))
+    source = rng.integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
+    for keep in (pixel_mask(load_mouth_mask(None, 256), (SIZE, SIZE)), torch.rand(SIZE, SIZE)):
+        out = composite_mouth_device(generated, torch.from_numpy(source), keep)
+        assert out.dtype == torch.uint8
+        np.testing.assert_array_equal(HostCopy(out).wait().numpy(), composite_mouth(generated, source, keep))
+
+
+def test_stage_timer_only_when_given(dit):
+    source = PrecomputedLatents(torch.zeros(1, 16, 6, 4, 4), torch.zeros(1, 16, 6, 4, 4))
+    args = (source, torch.randn(1, 21, 10752), torch.ones(4, 4), 6, (4, 4))
+    pipe = LipSyncPipeline(dit)
+    assert pipe.timer is None and len(list(pipe.stream_latents(*args))) == 2
+    timer = StageTimer()
+    pipe = LipSyncPipeline(dit, timer=timer)
+    list(pipe.stream_latents(*args))
+    assert set(timer.seconds) == {"setup", "encode", "denoise", "cache_write"}
+    assert all(s > 0 for s in timer.seconds.values())

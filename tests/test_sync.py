@@ -12,9 +12,10 @@ import torch
 from safetensors.torch import save_file
 
 from lipforcing_core.audio.wav2vec2 import Wav2Vec2Config, build_model
-from lipforcing_core.bench import random_dit
 from lipforcing_core.checkpoints import CheckpointError
 from lipforcing_core.cli import main
+from lipforcing_core.config import get_preset
+from lipforcing_core.models.dit import LipForcingDiT
 from lipforcing_core.sync import load_text, mono_or_stereo
 from lipforcing_core.vae.wan_vae import WanVAE, WanVAEConfig
 from lipforcing_core.video import read_video, write_video
@@ -39,7 +40,8 @@ def small_clip(media_root, tmp_path_factory):
 def weights(tmp_path_factory):
     root = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
-    save_file(random_dit("tiny", torch.device("cpu"), torch.float32).state_dict(), str(root / "dit.safetensors"))
+    dit = LipForcingDiT(get_preset("tiny")).init_weights(torch.Generator().manual_seed(0))
+    save_file(dit.state_dict(), str(root / "dit.safetensors"))
     save_file(WanVAE(WanVAEConfig(dim=4)).state_dict(), str(root / "vae.safetensors"))
     w2v = root / "wav2vec2"
     w2v.mkdir()

@@ -158,14 +158,15 @@ def test_rejects_wrong_checkpoints(tmp_path, golden_state):
 def test_dispatches_on_the_files_own_config(tmp_path):
     """The bundled demo SyncNet (its config in the file's metadata) loads through the same function;
     a demo file of another kind is refused by name."""
-    from lipforcing_core.demo.recipe import SYNCNET_FILE, VAE_FILE, load_demo_syncnet
+    from lipforcing_core.demo.constants import SYNCNET_FILE, VAE_FILE
+    from lipforcing_core.demo.recipe import load_demo_syncnet
     from lipforcing_core.demo.sync_model import SmallSyncNet
 
     model = load_syncnet(SYNCNET_FILE)
     assert isinstance(model, SmallSyncNet) and not model.training
     reference = load_demo_syncnet(SYNCNET_FILE).state_dict()
     assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
-    with pytest.raises(CheckpointError, match="does not describe a SmallSyncNetConfig"):
+    with pytest.raises(CheckpointError, match="describes no syncnet model"):
         load_syncnet(VAE_FILE)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,18 +17,15 @@ from lipforcing_core.config import get_preset
 from lipforcing_core.models.dit import LipForcingDiT
 from lipforcing_core.sampling.schedule import teacher_timesteps
 from lipforcing_core.training.analysis import teacher_trajectory
-from lipforcing_core.training.data import random_clip, save_clip
+from lipforcing_core.training.data import save_clip
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_clips import random_clip  # noqa: E402  (a helper module beside the tests)
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    torch.manual_seed(0)
-    model = LipForcingDiT(get_preset("tiny")).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "modulation" in name:
-                p.normal_(0, 0.3)
-    return model
+    return LipForcingDiT(get_preset("tiny")).init_weights(torch.Generator().manual_seed(0), affine_std=0.3).eval()
 
 
 def test_analyze_command_writes_table_and_plot(teacher, tmp_path):

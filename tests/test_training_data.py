@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from lipforcing_core.training.config import DF_WINDOWS, DFConfig, DMDConfig, TeacherConfig
 from lipforcing_core.training.data import (ClipFolder, InMemoryClips, batch_indices, check_clip, conditioning,
-                                           load_batch, random_clip, rank_slice, save_clip)
+                                           load_batch, rank_slice, save_clip)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_clips import random_clip  # noqa: E402  (a helper module beside the tests)
 
 
 def test_clip_folder_round_trip_and_conditioning(tmp_path):

@@ -15,7 +15,10 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 from lipforcing_core.cli import main
-from lipforcing_core.training.data import random_clip, save_clip
+from lipforcing_core.training.data import save_clip
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_clips import random_clip  # noqa: E402  (a helper module beside the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--set", "batch_size=2", "--set", "steps=2", "--set", "student_update_every=1", "--set", "lr=1e-3",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,12 +12,15 @@ import torch
 from lipforcing_core.checkpoints import load_dit
 from lipforcing_core.config import STREAM_WINDOW, CausalSpec
 from lipforcing_core.training.config import DFConfig, DMDConfig, TeacherConfig
-from lipforcing_core.training.data import InMemoryClips, conditioning, random_clip
+from lipforcing_core.training.data import InMemoryClips, conditioning
 from lipforcing_core.training.diffusion_forcing import DiffusionForcingTrainer
 from lipforcing_core.sampling.teacher import cfg_combine, cfg_scale_at
 from lipforcing_core.training.dmd import DMDTrainer, reward_weights, vsd_loss
 from lipforcing_core.training.rollout import self_rollout
 from lipforcing_core.training.teacher import TeacherTrainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_clips import random_clip  # noqa: E402  (a helper module beside the tests)
 
 FRAMES, HW = 6, (2, 2)  # two chunks of 3 latent frames, one token per frame
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lipforcing_core.vae.bench import LiveTensorPeak, bench_stream_decode
+from lipforcing_core.tools.vae_bench import LiveTensorPeak, bench_stream_decode
 
 
 def test_tracker_sees_live_tensors_and_ignores_inputs():

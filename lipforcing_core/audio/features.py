@@ -27,6 +27,8 @@ from torch import Tensor
 
 from lipforcing_core.audio.io import SAMPLE_RATE, prepare_waveform
 from lipforcing_core.audio.wav2vec2 import AudioEncoder
+from lipforcing_core.config import FPS
+from lipforcing_core.errors import InputError
 
 NORM_EPS = 1e-7
 MIN_FRAMES = 9  # one generation chunk of the student: shorter audio is rejected as a likely mistake
@@ -45,6 +47,16 @@ def normalize(x: Tensor) -> Tensor:
     return (x - mean) / torch.sqrt(var + NORM_EPS)
 
 
+def check_duration(num_samples: int, sample_rate: int, fps: float = 25.0, name: str = "") -> int:
+    """Whole video frames covered by the audio; an :class:`~lipforcing_core.errors.InputError` when
+    that is less than one generation chunk (:data:`MIN_FRAMES`)."""
+    frames = frames_in(num_samples, fps, sample_rate)
+    if frames < MIN_FRAMES:
+        raise InputError(f"{name}{num_samples / sample_rate:.3f} s of audio is {frames} frames at {fps:g} fps; "
+                         f"at least {MIN_FRAMES} frames ({MIN_FRAMES / fps:.2f} s, one generation chunk) expected")
+    return frames
+
+
 def frames_in(num_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) -> int:
     """Whole video frames covered by ``num_samples``: floor(duration · fps)."""
     return math.floor(num_samples * fps / sample_rate + 1e-9)
@@ -59,7 +71,7 @@ def features_at(
     encoder: AudioEncoder,
     input_values: Tensor,
     seq_len: int,
-    fps: float = 25.0,
+    fps: float = FPS,
     chunk: int | None = None,
 ) -> Tensor:
     """Features ``[B, seq_len, D]`` of normalised ``[B, N]`` input encoded at exactly ``seq_len`` frames.
@@ -87,7 +99,7 @@ def encode_audio(
     waveform: Tensor,
     sample_rate: int,
     num_frames: int | None = None,
-    fps: float = 25.0,
+    fps: float = FPS,
     chunk: int | None = DEFAULT_CHUNK,
 ) -> Tensor:
     """wav2vec2 features for ``num_frames`` video frames at ``fps`` from any-rate, any-channel audio.
@@ -106,12 +118,7 @@ def encode_audio(
     if not fps > 0:
         raise ValueError(f"fps: expected a positive video frame rate, got {fps!r}")
     mono = prepare_waveform(waveform, sample_rate)
-    audio_frames = frames_in(mono.shape[-1], fps)
-    if audio_frames < MIN_FRAMES:
-        raise ValueError(
-            f"waveform: {mono.shape[-1] / SAMPLE_RATE:.3f} s of audio is {audio_frames} frames at {fps} fps; "
-            f"at least {MIN_FRAMES} frames ({MIN_FRAMES / fps:.2f} s) expected"
-        )
+    audio_frames = check_duration(mono.shape[-1], SAMPLE_RATE, fps, "waveform: ")
     if num_frames is None:
         num_frames = audio_frames
     elif not isinstance(num_frames, int) or num_frames < 1:

@@ -9,10 +9,8 @@ up to 0.5 in the features, so soxr is used here.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
+import warnings
 import wave
-from collections.abc import Mapping
 from pathlib import Path
 
 import av
@@ -21,7 +19,11 @@ import soxr
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_output
+from ..errors import InputError
+
 SAMPLE_RATE = 16000
+NOT_FINITE = "holds NaN or infinite samples; expected finite audio in [-1, 1]"
 
 
 def as_batch(waveform: Tensor | np.ndarray, name: str = "waveform") -> Tensor:
@@ -31,9 +33,9 @@ def as_batch(waveform: Tensor | np.ndarray, name: str = "waveform") -> Tensor:
         raise ValueError(f"{name}: expected [T], [C, T] or [B, C, T] audio, got shape {list(x.shape)}")
     x = x.reshape((1,) * (3 - x.ndim) + tuple(x.shape)).detach().to("cpu", torch.float32)
     if x.numel() == 0:
-        raise ValueError(f"{name}: empty audio (shape {list(x.shape)}); expected at least one sample per channel")
+        raise InputError(f"{name}: empty audio (shape {list(x.shape)}); expected at least one sample per channel")
     if not torch.isfinite(x).all():
-        raise ValueError(f"{name}: contains NaN or infinite samples; expected finite audio in [-1, 1]")
+        raise InputError(f"{name}: {NOT_FINITE}")
     return x
 
 
@@ -56,53 +58,53 @@ def prepare_waveform(waveform: Tensor | np.ndarray, sample_rate: int) -> Tensor:
     return resample(as_batch(waveform).mean(1), int(sample_rate))
 
 
-def comfy_audio_to_mono16k(audio: Mapping) -> Tensor:
-    """A ComfyUI AUDIO dict ``{"waveform": [B, C, T], "sample_rate": int}`` → mono 16 kHz ``[B, 1, T]``.
-
-    The result keeps ComfyUI's layout, so it can be passed on as a 16 kHz AUDIO waveform.
-    """
-    if not isinstance(audio, Mapping) or "waveform" not in audio or "sample_rate" not in audio:
-        raise ValueError("audio: expected a ComfyUI AUDIO dict with 'waveform' [B, C, T] and 'sample_rate'")
-    return prepare_waveform(audio["waveform"], audio["sample_rate"])[:, None]
-
-
 def load_audio(path: str | Path, stream: int = 0) -> tuple[Tensor, int]:
     """Decode the ``stream``-th audio stream of a file with PyAV → (float32 ``[C, T]``, sample rate).
 
-    Integer PCM is scaled like soundfile / librosa (int16 / 32768).
+    Integer PCM is scaled like soundfile / librosa (int16 / 32768). A file that is not audio, holds
+    no samples or holds NaN / infinite samples raises :class:`~lipforcing_core.errors.InputError`;
+    float audio peaking beyond ±1 is scaled down to ±1 with a warning (it would clip in the output).
     """
-    with av.open(str(path)) as container:
-        if len(container.streams.audio) <= stream:
-            raise ValueError(f"{path}: no audio stream #{stream} (found {len(container.streams.audio)})")
-        audio = container.streams.audio[stream]
-        chunks = [_frame_to_float(frame) for frame in container.decode(audio)]
-        rate = audio.codec_context.sample_rate
-    if not chunks:
-        raise ValueError(f"{path}: the audio stream holds no samples")
-    return torch.from_numpy(np.concatenate(chunks, axis=1)), rate
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file; expected an audio file (.wav, .mp3, .flac, ...)")
+    try:
+        with av.open(str(path)) as container:
+            if len(container.streams.audio) <= stream:
+                raise InputError(f"{path}: no audio stream #{stream} (found {len(container.streams.audio)}); "
+                                 "expected an audio file or a video with sound")
+            audio = container.streams.audio[stream]
+            chunks = [_frame_to_float(frame) for frame in container.decode(audio)]
+            rate = audio.codec_context.sample_rate
+    except av.error.FFmpegError as err:
+        raise InputError(f"{path}: not a readable audio file ({err.strerror or err})") from err
+    if not chunks or not sum(c.shape[1] for c in chunks):
+        raise InputError(f"{path}: the audio stream holds no samples")
+    return torch.from_numpy(checked_audio(np.concatenate(chunks, axis=1), str(path))), rate
+
+
+def checked_audio(audio: np.ndarray, name: str) -> np.ndarray:
+    """``audio`` with NaN / infinite samples refused and peaks beyond ±1 scaled down to ±1 (with a warning)."""
+    if not np.isfinite(audio).all():
+        raise InputError(f"{name}: {NOT_FINITE}")
+    peak = float(np.abs(audio).max(initial=0.0))
+    if peak > 1.0:
+        warnings.warn(f"{name}: samples peak at {peak:.3g}, beyond [-1, 1]; the audio is scaled down by that "
+                      "factor so it does not clip", stacklevel=3)
+        audio = audio / peak
+    return audio
 
 
 def write_wav(path: str | Path, waveform: Tensor | np.ndarray, sample_rate: int, *, overwrite: bool = False) -> Path:
     """Write float mono ``[N]`` / ``[C, N]`` audio in [-1, 1] as 16-bit PCM WAV, atomically (never over an
     existing file unless ``overwrite``)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"output {path} exists; choose another name (inputs are never overwritten)")
     audio = np.atleast_2d(np.asarray(waveform, np.float32))
     pcm = (np.clip(audio, -1, 1) * 32767).round().astype("<i2").T.tobytes()
-    fd, tmp = tempfile.mkstemp(suffix=".wav", prefix=f".{path.stem}.", dir=path.parent)
-    os.close(fd)
-    try:
-        with wave.open(tmp, "wb") as f:
-            f.setnchannels(audio.shape[0])
-            f.setsampwidth(2)
-            f.setframerate(sample_rate)
-            f.writeframes(pcm)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_output(path, overwrite) as tmp, wave.open(str(tmp), "wb") as f:
+        f.setnchannels(audio.shape[0])
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(pcm)
+    return Path(path)
 
 
 def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:

@@ -16,7 +16,8 @@ import math
 
 import torch
 
-SAMPLE_RATE = 16000
+from .io import SAMPLE_RATE
+
 FRAME_LEN = 400  # 25 ms
 HOP = 160  # 10 ms -> 100 MFCC frames per second, 4 per 25 fps video frame
 NFFT = 512

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torchaudio.models import Wav2Vec2Model, wav2vec2_model
 
-from lipforcing_core.checkpoints import CheckpointError, StateDict, materialize, read_state_dict
+from lipforcing_core.checkpoints import CheckpointError, StateDict, materialize, read_shapes, read_state_dict
 
 STANDARD_KERNELS = (10, 3, 3, 3, 3, 2, 2)
 STANDARD_STRIDES = (5, 2, 2, 2, 2, 2, 2)
@@ -165,12 +165,6 @@ def build_model(config: Wav2Vec2Config) -> Wav2Vec2Model:
     return model.eval()
 
 
-def random_encoder(config: Wav2Vec2Config = PRESETS["base-960h"], seed: int = 0) -> AudioEncoder:
-    """A seeded randomly initialised encoder: stands in for real weights in benchmarks."""
-    torch.manual_seed(seed)
-    return AudioEncoder(build_model(config).requires_grad_(False), config).eval()
-
-
 def hf_to_torchaudio(sd: StateDict) -> StateDict:
     """Rename HF wav2vec2 keys (with or without ``wav2vec2.``) to torchaudio's and bake weight norm.
 
@@ -305,6 +299,21 @@ def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu", dtype: t
     except CheckpointError as err:
         raise CheckpointError(f"{weights}: {err}") from err
     return AudioEncoder(model, config).eval()
+
+
+def feature_width(path: str | Path) -> int:
+    """Per-frame feature width, (layers + 2) x hidden, of the wav2vec2 at ``path`` (as for
+    :func:`load_wav2vec2`), from its config.json or its tensor shapes; no weights are loaded."""
+    weights, hf_config = _locate(Path(path))
+    if hf_config:
+        return Wav2Vec2Config.from_hf(hf_config, str(weights.parent / "config.json")).feature_dim
+    shapes = read_shapes(weights)
+    hidden = [shape[0] for key, (shape, _) in shapes.items() if key.endswith("feature_projection.projection.weight")]
+    layers = {m[1] for key in shapes if (m := re.search(r"encoder\.(?:transformer\.)?layers\.(\d+)\.", key))}
+    if not hidden or not layers:
+        raise CheckpointError(f"{weights} is not a wav2vec2 checkpoint: expected a feature projection and encoder "
+                              "layers (keys like 'feature_projection.projection.weight')")
+    return (len(layers) + 2) * hidden[0]
 
 
 def _locate(path: Path) -> tuple[Path, dict | None]:

@@ -22,13 +22,16 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
+from ..audio.io import SAMPLE_RATE
+from ..config import FPS
+
 
 @dataclass(frozen=True)
 class LogMelConfig:
     """Log-mel front end settings; ``dim`` is the per-video-frame feature size the AudioPack must take."""
 
-    sample_rate: int = 16000
-    fps: float = 25.0
+    sample_rate: int = SAMPLE_RATE
+    fps: float = FPS
     n_mels: int = 80
     frames_per_video_frame: int = 2
     window_ms: float = 40.0
@@ -61,7 +64,7 @@ class LogMelConfig:
             raise ValueError(f"window_ms = {self.window_ms} is longer than n_fft = {self.n_fft} samples")
 
 
-def num_video_frames(num_samples: int, sample_rate: int = 16000, fps: float = 25.0) -> int:
+def num_video_frames(num_samples: int, sample_rate: int = SAMPLE_RATE, fps: float = FPS) -> int:
     """``V = floor(duration · fps)`` for a waveform of ``num_samples`` samples."""
     return math.floor(num_samples * fps / sample_rate + 1e-9)
 
@@ -104,7 +107,7 @@ class LogMelFeatures(nn.Module):
     def frame_features(self, mono: Tensor, num_frames: int, fps: float) -> Tensor:
         """:func:`~lipforcing_core.audio.encode_audio`'s hook: 16 kHz mono ``[B, N]`` -> ``[B, num_frames, dim]``."""
         cfg = self.config
-        if fps != cfg.fps or cfg.sample_rate != 16000:
+        if fps != cfg.fps or cfg.sample_rate != SAMPLE_RATE:
             raise ValueError(f"fps: the demo audio features are made for {cfg.fps} fps video at 16 kHz, got {fps} fps")
         return self(mono, num_frames)
 

@@ -21,7 +21,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..atomic import atomic_output, check_target
 from ..audio.io import write_wav
+from ..config import FPS
+from ..errors import InputError, about
 from ..video import write_video
 from .dub import DubbingPair, dub, dubbing_pair, heldout_pairs, to_uint8
 from .dit_recipe import pixel_keep_mask
@@ -66,27 +69,25 @@ def strip_image(videos: tuple[np.ndarray, ...], columns: int = 8) -> Image.Image
 
 def run_demo(models: DemoModels, pair: DubbingPair, out_dir: Path, *, seed: int = 0, overwrite: bool = False) -> dict:
     """Dub ``pair`` and write out.mp4, strip.png and report.json into ``out_dir``; returns the report."""
-    taken = [name for name in OUTPUTS if (out_dir / name).exists()]
-    if taken and not overwrite:
-        raise FileExistsError(f"{out_dir} already holds {', '.join(taken)}; choose another --out or pass --overwrite")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_outputs(out_dir, overwrite)
     keep = pixel_keep_mask(pair.source.shape[1])
     features = models.features(pair.target_audio)[0]
     result = dub(models.pipeline(), pair.source, features, keep, seed=seed, on_chunk=progress_bar)
     n = len(result.frames)
     source, truth = to_uint8(pair.source)[:n], to_uint8(pair.target)[:n]
-    audio = pair.target_audio[: n * (pair.sample_rate // 25)]
-    video = write_video(out_dir / "out.mp4", side_by_side(source, result.frames, truth), 25.0,
+    audio = pair.target_audio[: n * (pair.sample_rate // FPS)]
+    video = write_video(out_dir / "out.mp4", side_by_side(source, result.frames, truth), FPS,
                         audio[None].numpy(), pair.sample_rate, overwrite=overwrite)
-    write_video(out_dir / "source.mp4", upscale(to_uint8(pair.source)), 25.0, pair.source_audio[None].numpy(),
+    write_video(out_dir / "source.mp4", upscale(to_uint8(pair.source)), FPS, pair.source_audio[None].numpy(),
                 pair.sample_rate, overwrite=overwrite)
     write_wav(out_dir / "speech.wav", pair.target_audio.numpy(), pair.sample_rate, overwrite=overwrite)
+    with atomic_output(out_dir / "strip.png", overwrite) as tmp:
+        strip_image((source, result.frames, truth)).save(tmp)
     strip = out_dir / "strip.png"
-    strip_image((source, result.frames, truth)).save(strip)
     mouth = 1 - keep.numpy()
     report = {
         "seeds": {"identity": pair.seeds[0], "source_utterance": pair.seeds[1], "target_utterance": pair.seeds[2]},
-        "frames": n, "fps_video": 25, "size": list(pair.source.shape[1:3]),
+        "frames": n, "fps_video": FPS, "size": list(pair.source.shape[1:3]),
         "sync": {"dubbed": sync_scores(models.syncnet, result.frames, audio),
                  "ground_truth": sync_scores(models.syncnet, truth, audio),
                  "source_with_new_speech": sync_scores(models.syncnet, source, audio)},
@@ -98,8 +99,15 @@ def run_demo(models: DemoModels, pair: DubbingPair, out_dir: Path, *, seed: int 
         "outputs": {"video": str(video), "strip": str(strip), "source": str(out_dir / "source.mp4"),
                     "speech": str(out_dir / "speech.wav")},
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    with atomic_output(out_dir / "report.json", overwrite) as tmp:
+        tmp.write_text(json.dumps(report, indent=1))
     return report
+
+
+def check_outputs(out_dir: Path, overwrite: bool = False) -> None:
+    """Every file :func:`run_demo` writes can be written into ``out_dir`` (checked before any work)."""
+    for name in OUTPUTS:
+        check_target(out_dir / name, overwrite)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,11 +128,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    with about("--out"):
+        check_outputs(args.out, args.overwrite)
     if args.seconds < 0.4:
-        raise SystemExit(f"--seconds {args.seconds}: at least 0.4 s (one 9-frame chunk at 25 fps)")
+        raise InputError(f"--seconds {args.seconds}: at least 0.4 s (one 9-frame chunk at 25 fps)")
     seeds = (args.identity, args.source_utterance, args.target_utterance)
     if any(s is not None for s in seeds) and any(s is None for s in seeds):
-        raise SystemExit("--identity, --source-utterance and --target-utterance go together")
+        raise InputError("--identity, --source-utterance and --target-utterance go together")
     pair = dubbing_pair(*seeds, args.seconds) if seeds[0] is not None else heldout_pairs(1, args.seconds, seed=args.seed)[0]
     models = load_demo_models(student=args.student, teacher=args.teacher, with_teacher=args.eval > 0)
     report = run_demo(models, pair, args.out, seed=args.seed, overwrite=args.overwrite)
@@ -134,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
           f"(ground truth {truth['lse_c']:.3f}), offset {dubbed['offset']}")
     if args.eval:
         result = evaluate_demo(models, args.eval, seed=args.seed, log=lambda s: print(s, file=sys.stderr))
-        (args.out / "eval.json").write_text(json.dumps(result, indent=1))
+        with atomic_output(args.out / "eval.json", overwrite=True) as tmp:  # --eval's own, refreshed each run
+            tmp.write_text(json.dumps(result, indent=1))
         print(json.dumps(result["summary"]["checks"], indent=1))
     return 0

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .constants import DEMO_SIZE, HELDOUT_BASE
 from .synthetic import make_clip
-
-HELDOUT_BASE = 1_000_000  # first identity/utterance seed of the held-out split
 
 
 def clip_seeds(count: int, split: str, seed: int = 0) -> list[tuple[int, int]]:
@@ -38,7 +37,7 @@ class ClipBank:
     seeds: list[tuple[int, int]]
 
     @classmethod
-    def render(cls, count: int, split: str = "train", duration_s: float = 2.0, size: int = 64,
+    def render(cls, count: int, split: str = "train", duration_s: float = 2.0, size: int = DEMO_SIZE,
                seed: int = 0) -> ClipBank:
         """Render ``count`` clips with seeds from :func:`clip_seeds`."""
         seeds = clip_seeds(count, split, seed)

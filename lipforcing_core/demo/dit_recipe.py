@@ -1,6 +1,6 @@
 """The demo DiT recipe: prepared dubbing clips, then teacher -> stage 1 (DF) -> stage 2 (DMD) with our trainers.
 
-Run by ``python -m lipforcing_core train demo`` (stages ``prepare``, ``teacher``, ``df``, ``dmd``) from the
+Run by ``python -m lipforcing_core train-demo`` (stages ``prepare``, ``teacher``, ``df``, ``dmd``) from the
 demo VAE and SyncNet; writes ``demo_teacher.safetensors`` and ``demo_student.safetensors`` (official flat
 DiT layout, float16, preset ``demo``); intermediate runs, exports and per-stage throughput go to the run dir.
 
@@ -28,17 +28,17 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..checkpoints import read_state_dict
-from ..config import get_preset
+from ..config import FPS, TEXT_DIM, get_preset
 from ..face.mask import load_mouth_mask
 from ..training.config import DFConfig, DMDConfig, TeacherConfig, TrainConfig
 from ..training.data import Clip, save_clip
 from .audio_features import LogMelFeatures
+from .constants import DEMO_SIZE
 from .dataset import clip_seeds
 from .synthetic import make_clip, num_frames
 
 PRESET = "demo"
 STAGES = ("prepare", "teacher", "df", "dmd")
-TEXT_DIM = 4096
 Log = Callable[[str], None]
 
 
@@ -51,7 +51,7 @@ class PrepareConfig:
 
     clips: int = 384
     latent_frames: int = 9  # 33 frames: 3 student chunks, enough for the 7-frame attention window to slide
-    size: int = 64
+    size: int = DEMO_SIZE
     render_s: float = 2.0  # utterances are this long; each clip is a window of them (short ones are mostly silence)
     split: str = "train"
     seed: int = 0
@@ -98,7 +98,7 @@ def render_pair(seeds: tuple[int, int, int, int], cfg: PrepareConfig) -> tuple[T
     frames = slice(start, start + cfg.frames)
     target = make_clip(identity, target_utt, cfg.render_s, cfg.size)
     source = make_clip(identity, source_utt, cfg.render_s, cfg.size)
-    spf = target.sample_rate // 25
+    spf = target.sample_rate // FPS
     waveform = target.audio[start * spf:(start + cfg.frames) * spf]
     return to_video(target.frames[frames]), to_video(source.frames[frames]), waveform
 

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..audio.io import SAMPLE_RATE
+from ..config import FPS
 from ..pipeline import LipSyncPipeline, composite_mouth, generation_length, pingpong_indices, pixel_mask
+from .constants import DEMO_SIZE
 from .dataset import clip_seeds
 from .synthetic import make_clip
-
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class DubbingPair:
 
     def window(self, start: int, frames: int) -> DubbingPair:
         """Frames ``start .. start + frames`` and their audio samples."""
-        spf = SAMPLE_RATE // 25
+        spf = SAMPLE_RATE // FPS
         if start < 0 or start + frames > len(self.source):
             raise ValueError(f"window {start}..{start + frames} is outside the pair's {len(self.source)} frames")
         a = slice(start * spf, (start + frames) * spf)
@@ -49,7 +50,7 @@ class DubbingPair:
 
 
 def dubbing_pair(identity_seed: int, source_seed: int, target_seed: int, duration_s: float = 3.0,
-                 size: int = 64) -> DubbingPair:
+                 size: int = DEMO_SIZE) -> DubbingPair:
     """Render ``identity_seed`` saying utterance ``source_seed`` and, identically moving, ``target_seed``."""
     if source_seed == target_seed:
         raise ValueError("source_seed and target_seed are the same utterance: nothing to dub")
@@ -59,7 +60,7 @@ def dubbing_pair(identity_seed: int, source_seed: int, target_seed: int, duratio
                        (identity_seed, source_seed, target_seed))
 
 
-def heldout_pairs(count: int, duration_s: float = 3.0, size: int = 64, seed: int = 0) -> list[DubbingPair]:
+def heldout_pairs(count: int, duration_s: float = 3.0, size: int = DEMO_SIZE, seed: int = 0) -> list[DubbingPair]:
     """``count`` dubbing pairs whose identities and utterances were never used in training."""
     targets = clip_seeds(count, "heldout", seed)
     sources = clip_seeds(count, "heldout", seed + 1)

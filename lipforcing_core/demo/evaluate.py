@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import FPS
 from ..pipeline import LipSyncPipeline, composite_mouth, pixel_mask, teacher_clip
 from ..syncnet import evaluate_sync
 from .dit_recipe import pixel_keep_mask, to_video
@@ -60,7 +61,8 @@ def load_demo_models(student=None, teacher=None, vae=None, syncnet=None, with_te
     """The bundled demo models (float32 on CPU); any path given replaces the shipped file."""
     from ..checkpoints import load_dit
     from .audio_features import LogMelFeatures
-    from .recipe import STUDENT_FILE, SYNCNET_FILE, TEACHER_FILE, VAE_FILE, load_demo_syncnet, load_demo_vae
+    from .constants import STUDENT_FILE, SYNCNET_FILE, TEACHER_FILE, VAE_FILE
+    from .recipe import load_demo_syncnet, load_demo_vae
 
     return DemoModels(
         student=load_dit(student or STUDENT_FILE, dtype=torch.float32),
@@ -102,7 +104,7 @@ def evaluate_pair(models: DemoModels, pair: DubbingPair, seed: int = 0) -> dict:
     silent = dub(pipe, pair.source, models.features(torch.zeros_like(pair.target_audio))[0], keep, seed=seed).frames
     n = len(dubbed)
     source, truth = to_uint8(pair.source)[:n], to_uint8(pair.target)[:n]
-    audio = pair.target_audio[: n * (pair.sample_rate // 25)]
+    audio = pair.target_audio[: n * (pair.sample_rate // FPS)]
     lips = lips_region(source, truth)
     with torch.no_grad():
         decoded = models.vae.decode(models.vae.encode(to_video(torch.from_numpy(truth) / 255)))
@@ -182,7 +184,7 @@ def evaluate_demo(models: DemoModels, clips: int = 16, seconds: float = 3.0, spe
         log(f"eval {i + 1}/{clips}: lips {rows[-1]['psnr_lips_db']:.2f} dB (silent {rows[-1]['psnr_lips_silent_db']:.2f}, "
             f"teacher {rows[-1].get('psnr_lips_teacher_db', float('nan')):.2f}), offset {rows[-1]['student_offset']}")
     speed = measure_speed(models, heldout_pairs(1, speed_clip_s, seed=seed + 7)[0])
-    checks = {"student_ge_25fps": speed["student_fps"] >= 25}
+    checks = {"student_ge_25fps": speed["student_fps"] >= FPS}
     if "student_speedup" in speed:
         checks["student_ge_20x_teacher"] = speed["student_speedup"] >= 20
     summary = summarize(rows)

@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import FPS
+from .constants import DEMO_SIZE
+
 RGB = tuple[float, float, float]
 
 _SKIN_ANCHORS = np.array([(0.97, 0.82, 0.71), (0.85, 0.64, 0.49), (0.62, 0.42, 0.29), (0.36, 0.23, 0.16)])
@@ -109,7 +112,7 @@ class HeadMotion:
     gaze: Tensor
 
     @classmethod
-    def sample(cls, seed: int, num_frames: int, fps: float = 25.0) -> HeadMotion:
+    def sample(cls, seed: int, num_frames: int, fps: float = FPS) -> HeadMotion:
         """Smooth small head sway, blinks every 1.5–5 s and a drifting gaze, independent of speech."""
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -174,7 +177,7 @@ class _Canvas:
         self.img.add_(alpha * (colour - self.img))
 
 
-def render_frames(identity: Identity, mouth: Tensor, motion: HeadMotion, size: int = 64) -> Tensor:
+def render_frames(identity: Identity, mouth: Tensor, motion: HeadMotion, size: int = DEMO_SIZE) -> Tensor:
     """Frames ``[T,size,size,3]`` float32 in [0,1] for mouth parameters ``[T,4]`` and head motion.
 
     ``mouth`` columns are :data:`~.phonemes.MOUTH_PARAMS` (open, width, round, teeth).

@@ -1,6 +1,6 @@
 """The demo models' files: architectures, shipped weight files, loaders, and the VAE / SyncNet training steps.
 
-``python -m lipforcing_core train demo`` (:mod:`lipforcing_core.demo.train`) retrains every piece from
+``python -m lipforcing_core train-demo`` (:mod:`lipforcing_core.demo.train`) retrains every piece from
 scratch on CPU and writes it (by default over the shipped files in ``lipforcing_core/demo/weights/``,
 one subfolder per ComfyUI model folder). Weight files
 are safetensors; the architecture config and the measured metrics travel in the file's metadata,
@@ -24,19 +24,16 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..atomic import atomic_output
 from ..checkpoints import CheckpointError, materialize, read_state_dict, stored_config
 from ..checkpoints import read_metadata as checkpoint_metadata
+from ..registry import register_loader
 from ..vae.wan_vae import WanVAE, WanVAEConfig, load_wan_vae
+from .constants import DEMO_SIZE, SYNCNET_FILE, VAE_FILE
 from .sync_model import SmallSyncNet, SmallSyncNetConfig
 from .syncnet_train import SyncTrainConfig
 from .vae_train import VAETrainConfig
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"  # one subfolder per ComfyUI model folder
-VAE_FILE = WEIGHTS_DIR / "vae" / "demo_vae.safetensors"
-SYNCNET_FILE = WEIGHTS_DIR / "syncnet" / "demo_syncnet.safetensors"
-TEACHER_FILE = WEIGHTS_DIR / "diffusion_models" / "demo_teacher.safetensors"
-STUDENT_FILE = WEIGHTS_DIR / "diffusion_models" / "demo_student.safetensors"
-DEMO_SIZE = 64  # side of the demo's aligned face frames
 DEMO_VAE = WanVAEConfig(dim=12, num_res_blocks=1)  # latent stats filled in after training
 
 
@@ -55,9 +52,8 @@ def add_metadata(path: str | Path, **entries: object) -> None:
     with safe_open(str(path), framework="pt") as f:  # raw strings: the other entries are copied byte for byte
         meta = (f.metadata() or {}) | {k: json.dumps(v) for k, v in entries.items()}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_output(path, overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:
@@ -82,6 +78,9 @@ def load_demo_syncnet(path: str | Path = SYNCNET_FILE) -> SmallSyncNet:
         read_metadata(path)  # raises the "not a demo weight file" error
     return materialize(lambda: SmallSyncNet(config), read_state_dict(path), what=f"SmallSyncNet({config})",
                        dtype=torch.float32)
+
+
+register_loader("syncnet", SmallSyncNetConfig, load_demo_syncnet)  # so load_syncnet opens the demo's file
 
 
 # ------------------------------------------------------------------------------------------ training

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..audio.io import SAMPLE_RATE
 from .phonemes import Utterance
 
 _N_FFT, _WIN, _HOP = 512, 256, 64
@@ -25,7 +26,7 @@ _BURST_DECAY_S = 0.012
 _PEAK = 0.5
 
 
-def synthesize_speech(utterance: Utterance, sample_rate: int = 16000) -> Tensor:
+def synthesize_speech(utterance: Utterance, sample_rate: int = SAMPLE_RATE) -> Tensor:
     """Waveform ``[round(duration_s · sample_rate)]`` float32 in [-0.5, 0.5] for ``utterance``."""
     n = round(utterance.duration_s * sample_rate)
     frame_t = torch.arange(n // _HOP + 1, dtype=torch.float64) * _HOP / sample_rate

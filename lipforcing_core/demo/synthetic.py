@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..audio.io import SAMPLE_RATE
+from ..config import FPS
+from .constants import DEMO_SIZE
 from .face_render import HeadMotion, Identity, render_frames
 from .phonemes import Utterance, mouth_trace
 from .speech import synthesize_speech
@@ -38,17 +41,17 @@ class Clip:
     utterance: Utterance
 
 
-def num_frames(duration_s: float, fps: float = 25.0) -> int:
+def num_frames(duration_s: float, fps: float = FPS) -> int:
     """Video frames covering ``duration_s``: ``floor(duration_s · fps)`` (the wav2vec2 feature rule)."""
     return math.floor(duration_s * fps + 1e-9)
 
 
-def frame_times(count: int, fps: float = 25.0) -> Tensor:
+def frame_times(count: int, fps: float = FPS) -> Tensor:
     """Mid-interval times ``(k + ½)/fps`` of ``count`` frames, in seconds."""
     return (torch.arange(count, dtype=torch.float64) + 0.5) / fps
 
 
-def render_face(identity: Identity, utterance: Utterance, fps: float = 25.0, size: int = 64,
+def render_face(identity: Identity, utterance: Utterance, fps: float = FPS, size: int = DEMO_SIZE,
                 motion_seed: int | None = None) -> Tensor:
     """Frames ``[floor(duration·fps), size, size, 3]`` float32 of ``identity`` saying ``utterance``.
 
@@ -61,7 +64,7 @@ def render_face(identity: Identity, utterance: Utterance, fps: float = 25.0, siz
 
 
 def make_clip(identity_seed: int, utterance_seed: int, duration_s: float = 2.0, size: int = 64,
-              fps: float = 25.0, sample_rate: int = 16000, motion_seed: int | None = None) -> Clip:
+              fps: float = FPS, sample_rate: int = SAMPLE_RATE, motion_seed: int | None = None) -> Clip:
     """A clip of ``Identity.sample(identity_seed)`` saying ``Utterance.sample(utterance_seed, duration_s)``.
 
     The audio is cut to exactly ``T · sample_rate / fps`` samples for the clip's ``T`` frames.

@@ -1,4 +1,4 @@
-"""``python -m lipforcing_core train demo``: every bundled demo model from scratch on CPU, in order.
+"""``python -m lipforcing_core train-demo``: every bundled demo model from scratch on CPU, in order.
 
 Stages (``--only`` picks some; each later stage reads the earlier stages' files from ``--weights-dir``):
 
@@ -29,12 +29,8 @@ import torch
 
 from ..training.data import ClipFolder, InMemoryClips
 from .dit_recipe import PrepareConfig, prepare, ship, stage_configs, train_stage
+from .constants import STUDENT_FILE, SYNCNET_FILE, TEACHER_FILE, VAE_FILE, WEIGHTS_DIR
 from .recipe import (
-    STUDENT_FILE,
-    SYNCNET_FILE,
-    TEACHER_FILE,
-    VAE_FILE,
-    WEIGHTS_DIR,
     add_metadata,
     load_demo_syncnet,
     load_demo_vae,
@@ -145,14 +141,13 @@ def _train_dit_stage(stage: str, recipe: Recipe, data: Path, run_dir: Path, file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``train demo`` (added to the ``train`` command's parser)."""
-    group = parser.add_argument_group("train demo (the bundled demo models)")
-    group.add_argument("--only", action="append", choices=STAGES, help="run only these stages (repeatable)")
-    group.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="clips, checkpoints and reports")
-    group.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
-                       help="where the weight files go (default: the bundled ones are replaced)")
-    group.add_argument("--quick", action="store_true", help="a few steps of every stage (a smoke test)")
-    group.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    """Options of ``train-demo``."""
+    parser.add_argument("--only", action="append", choices=STAGES, help="run only these stages (repeatable)")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="clips, checkpoints and reports")
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
+                        help="where the weight files go (default: the bundled ones are replaced)")
+    parser.add_argument("--quick", action="store_true", help="a few steps of every stage (a smoke test)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """Face pipeline (LatentSync-style): detect -> three points -> 512 alignment -> mouth mask -> paste-back."""
 
-from .align import Alignment, FaceAligner, FaceNotFoundError, align_points, points3_from_106
-from .detect import Face, FaceDetector, InsightFaceDetector, MediaPipeDetector, ModelNotFoundError
+from .align import Alignment, FaceAligner, FaceNotFoundError, align_points
+from .detect import Face, FaceDetector, InsightFaceDetector, MediaPipeDetector, ModelNotFoundError, points3_from_106
 from .mask import load_mouth_mask
 from .paste import paste_back
 

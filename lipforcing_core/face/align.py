@@ -1,7 +1,7 @@
 """LatentSync-style face alignment: three points -> similarity -> 420x560 warp -> 512x512 crop.
 
 This reproduces the geometry of the Lip Forcing release (vendored from LatentSync) exactly, because
-the released model only ever saw crops made this way (see shared/golden/face/README.md):
+the released model only ever saw crops made this way (docs/design.md §6):
 
 * three points (left brow, right brow, nose) from InsightFace-106 landmarks, rounded half-to-even;
 * a float32 Umeyama similarity onto ``TEMPLATE`` plus a small EMA'd offset (the nose row of the two
@@ -22,25 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 RESOLUTION = 512
 RATIO = 5.6
 CROP_W, CROP_H = int(75 * RATIO), int(100 * RATIO)  # 420 x 560
 TEMPLATE = (np.array([[17.0, 20.0], [58.0, 20.0], [37.5, 40.0]]) * RATIO).astype(np.float32)
 FILL = 127.0
 EMA_PREV, EMA_CUR = 0.2, 0.8
-
-# InsightFace 2d106det indices of the three alignment groups.
-LEFT_BROW_106 = (43, 48, 49, 51, 50)
-RIGHT_BROW_106 = (101, 102, 103, 104, 105)
-NOSE_106 = (74, 77, 83, 86)
-
-
-def points3_from_106(landmarks: np.ndarray) -> np.ndarray:
-    """[106,2] landmarks -> [3,2] float64 (left brow, right brow, nose), rounded as the official code."""
-    lmk = np.round(np.asarray(landmarks, dtype=np.float64))
-    groups = (LEFT_BROW_106, RIGHT_BROW_106, NOSE_106)
-    return np.round(np.stack([lmk[list(g)].mean(0) for g in groups]))
-
 
 def similarity(points3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Float32 Umeyama similarity frame->crop for one frame: (M [2,3] float32, raw smoothing term [2])."""
@@ -176,7 +165,7 @@ def align_points(frames: np.ndarray, points3: list[np.ndarray | None], size: int
 MAX_GAP = 60  # detection gaps shorter than this reuse the nearest face (the official "last good face")
 
 
-class FaceNotFoundError(ValueError):
+class FaceNotFoundError(InputError):
     """No usable face anywhere in a clip."""
 
 

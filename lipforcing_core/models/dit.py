@@ -32,8 +32,10 @@ from torch import nn
 from ..config import STREAM_WINDOW, CausalSpec, DiTConfig
 from .attention import attention, frame_visibility, token_mask
 from .audio_pack import AudioPack
-from .kv_cache import SelfAttnCache, StreamState
-from .rope import RopeTables, apply_rope, dynamic_rope_indices, rope_frequencies, rope_tables
+from .cuda_graphs import Inputs, StreamGraphs
+from .kv_cache import CacheLayout, SelfAttnCache, StreamState
+from .rope import (ChunkRope, RopeTables, apply_rope, apply_rope32, dynamic_rope_indices, rope_factors32,
+                   rope_frequencies, rope_tables)
 
 
 def sinusoidal_embedding(dim: int, timestep: torch.Tensor) -> torch.Tensor:
@@ -83,7 +85,12 @@ class SelfAttention(nn.Module):
 
 
 class CrossAttention(SelfAttention):
-    """Text cross-attention: no RoPE, no mask. K/V come from ``context_kv`` (computed once per clip)."""
+    """Text cross-attention: no RoPE, no mask. K/V come from ``context_kv`` (computed once per clip).
+
+    With a one-row text (the pipeline's zero embedding) every query attends to one key with
+    weight exactly 1, so the output is ``o(v)`` for every token: :meth:`single_row` computes
+    that without the query projection, the norm before it or the attention.
+    """
 
     def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.norm_k(self.k(context)).unflatten(2, (self.num_heads, -1))
@@ -92,6 +99,13 @@ class CrossAttention(SelfAttention):
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], bf16_cast: bool = False) -> torch.Tensor:
         q = self.norm_q(self.q(x)).unflatten(2, (self.num_heads, -1))
         return self.o(attention(q, *kv, bf16_cast=bf16_cast).flatten(2))
+
+    def single_row(self, kv: tuple[torch.Tensor, torch.Tensor], bf16_cast: bool = False) -> torch.Tensor:
+        """The output ``[B, 1, dim]`` shared by every token when the text has one row."""
+        v = kv[1]
+        if bf16_cast and v.dtype not in (torch.float16, torch.bfloat16):
+            v = v.to(torch.bfloat16).to(kv[1].dtype)  # the attention's bfloat16 round trip
+        return self.o(v.flatten(2))
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -124,7 +138,10 @@ class DiTBlock(nn.Module):
         """``mod [B, F, 6, d]``: per-frame time projection (before adding ``self.modulation``)."""
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.unsqueeze(0) + mod).unbind(2)
         x = x + _gate(self.self_attn(_modulate(self.norm1(x), shift_sa, scale_sa), plan, layer), gate_sa)
-        x = x + self.cross_attn(self.norm3(x), text_kv, plan.bf16_cross)
+        if text_kv[0].shape[1] == 1:
+            x = x + self.cross_attn.single_row(text_kv, plan.bf16_cross)
+        else:
+            x = x + self.cross_attn(self.norm3(x), text_kv, plan.bf16_cross)
         return x + _gate(self.ffn(_modulate(self.norm2(x), shift_ff, scale_ff)), gate_ff)
 
 
@@ -163,40 +180,36 @@ class FullSequencePlan(AttentionPlan):
 
 
 class StreamPlan(AttentionPlan):
-    """One chunk against the per-layer KV caches of a :class:`StreamState`.
+    """One chunk against the per-layer KV caches of a :class:`StreamState` (layout in models/kv_cache.py).
 
-    Dynamic RoPE: keys are cached un-rotated and the window (cached + current) is rotated with
-    positions ``0..F_win-1``; queries take the last positions. Otherwise keys and queries are
-    rotated at absolute frame positions and cached rotated.
+    Queries and the chunk's keys are rotated at absolute frame positions; the chunk's K/V go to
+    their slots ``[past, past + frames)`` and attention runs over the contiguous slots before
+    them. Under autograd (training rollouts) the current K/V enter attention directly instead,
+    so that the graph does not see the cache's later in-place writes.
     """
 
-    def __init__(self, state: StreamState, tables: RopeTables, grid: tuple[int, int, int], start: int,
+    def __init__(self, state: StreamState, rope: ChunkRope, grid: tuple[int, int, int], start: int, past: int,
                  write: bool, bf16: bool):
-        self.state, self.tables, self.start, self.write = state, tables, start, write
+        self.state, self.rope, self.start, self.past, self.write = state, rope, start, past, write
         self.frames, self.h, self.w = grid
         self.bf16 = self.bf16_cross = bf16
-        self._freqs: dict[tuple[int, int], torch.Tensor] = {}
-
-    def _rope(self, first: int, count: int) -> torch.Tensor:
-        if (first, count) not in self._freqs:
-            pos = torch.arange(first, first + count)
-            self._freqs[first, count] = rope_frequencies(self.tables, pos, self.h, self.w)
-        return self._freqs[first, count]
 
     def attend(self, layer, q, k, v):
         cache: SelfAttnCache = self.state.caches[layer]
-        k_past, v_past = cache.window(self.start, self.frames)
-        if self.state.spec.dynamic_rope:
-            past = k_past.shape[1] // cache.fs
-            k_win = apply_rope(torch.cat([k_past, k], 1), self._rope(0, past + self.frames))
-            q, k_store = apply_rope(q, self._rope(past, self.frames)), k
-        else:
-            freqs = self._rope(self.start, self.frames)
-            q, k_store = apply_rope(q, freqs), apply_rope(k, freqs)
-            k_win = torch.cat([k_past, k_store], 1)
-        v_win = torch.cat([v_past, v], 1)  # copies the window before the write may evict from it
+        q, k_rot = apply_rope32(q, self.rope.chunk), apply_rope32(k, self.rope.chunk)
+        if self.rope.sink is not None:
+            n = self.rope.sink.shape[0]  # tokens of the sink frames held
+            cache.k[:, :n] = apply_rope32(cache.sink_k[:, :n], self.rope.sink)
         if self.write:
-            cache.write(k_store, v, self.start)
+            cache.keep_sink(self.start, k)
+        past, end = cache.tokens(0, self.past), cache.tokens(0, self.past + self.frames)
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            k_win, v_win = torch.cat([cache.k[:, past], k_rot], 1), torch.cat([cache.v[:, past], v], 1)
+            if self.write:
+                cache.write(self.past, k_rot, v)
+        else:
+            cache.write(self.past, k_rot, v)
+            k_win, v_win = cache.k[:, end], cache.v[:, end]
         return attention(q, k_win, v_win, bf16_cast=self.bf16)
 
 
@@ -217,6 +230,28 @@ class LipForcingDiT(nn.Module):
         self.audio_cond_projs = nn.ModuleList(nn.Linear(cfg.audio_hidden, cfg.dim) for _ in range(cfg.num_audio_projs))
         self._rope_tables: dict[torch.device, RopeTables] = {}
 
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator, affine_std: float = 0.0) -> LipForcingDiT:
+        """Seeded random weights, in place, for benchmarks and tests whose results do not depend on
+        trained values; also materialises a model made on the meta device and moved with ``to_empty``.
+
+        Matrices are N(0, 1/fan_in), so activations keep their scale through the layers; the other
+        parameters N(0, 0.02), and the norm scales 1. With ``affine_std > 0`` the norm scales and the
+        modulation tables are N(0, ``affine_std``) instead, so a skipped affine or modulation term
+        shows in the outputs. Returns the model.
+        """
+        for name, p in self.named_parameters():
+            is_norm = name.endswith(("norm3.weight", "norm_q.weight", "norm_k.weight", "norm_out.weight"))
+            if affine_std and (is_norm or "modulation" in name):
+                p.normal_(0.0, affine_std, generator=generator)
+            elif is_norm:
+                p.fill_(1.0)
+            elif p.ndim >= 2 and "modulation" not in name:
+                p.normal_(0.0, p[0].numel() ** -0.5, generator=generator)
+            else:
+                p.normal_(0.0, 0.02, generator=generator)
+        return self
+
     # ----------------------------------------------------------------------------- conditioning
     def rope(self, device: torch.device) -> RopeTables:
         """complex128 RoPE tables on ``device`` (built once per device)."""
@@ -232,6 +267,8 @@ class LipForcingDiT(nn.Module):
         the model timestep is ``1000 t`` in float64.
         """
         device, dtype = self.patch_embedding.weight.device, self.patch_embedding.weight.dtype
+        if isinstance(t, float):  # filled on the device: no host-to-device copy
+            t = torch.full((batch,), t, dtype=torch.float64, device=device)
         t = torch.as_tensor(t, dtype=torch.float64, device=device)
         if t.ndim == 0:
             t = t.expand(batch)
@@ -261,8 +298,8 @@ class LipForcingDiT(nn.Module):
                 bf16_attn: bool = False) -> torch.Tensor:
         """Flow prediction over a whole clip: bidirectional (``causal=None``) or block-causal.
 
-        ``bf16_attn`` emulates the official student's bfloat16 cross-attention cast (golden
-        ``bf16attn`` variant); the full-sequence self-attention stays in the model dtype.
+        ``bf16_attn`` emulates the official student's bfloat16 cross-attention cast
+        (docs/design.md §2, attention precision); the full-sequence self-attention stays in the model dtype.
         """
         frames, height, width = x_t.shape[2:]
         h, w = height // self.config.patch_size[1], width // self.config.patch_size[2]
@@ -276,14 +313,18 @@ class LipForcingDiT(nn.Module):
                          if causal.dynamic_rope else torch.arange(frames))
         plan = FullSequencePlan(rope_frequencies(tables, positions, h, w), mask, bf16_cross=bf16_attn and causal is not None)
         audio = self.encode_audio(audio_emb)
-        return self._run(x_t, t, y, self.text_kv(context), audio, plan)
+        time = self.embed_time(t, x_t.shape[0], frames // self.config.patch_size[0])
+        return self._run(x_t, time, y, self.text_kv(context), audio, plan)
 
     def new_stream(self, context: torch.Tensor, audio_emb: torch.Tensor | None, *, latent_hw: tuple[int, int],
-                   spec: CausalSpec = STREAM_WINDOW, max_frames: int | None = None) -> StreamState:
+                   spec: CausalSpec = STREAM_WINDOW, max_frames: int | None = None,
+                   graphs: StreamGraphs | None = None) -> StreamState:
         """Start streaming one clip: text K/V and the clip's audio terms once, KV caches allocated once.
 
         ``latent_hw`` is the latent (H, W). With a window the cache holds ``spec.local_attn_size``
         frames; full attention (``local_attn_size=-1``) needs ``max_frames`` (the clip length).
+        ``graphs`` (windowed streams): run the no-grad passes through these CUDA graphs; the KV
+        cache and text K/V buffers are then the graphs' own, reused by the next clip.
         """
         if spec.local_attn_size > 0:
             capacity = spec.local_attn_size
@@ -294,9 +335,24 @@ class LipForcingDiT(nn.Module):
         cfg, param = self.config, self.patch_embedding.weight
         height, width = latent_hw
         tokens = (height // cfg.patch_size[1]) * (width // cfg.patch_size[2])
-        caches = [SelfAttnCache(context.shape[0], capacity, tokens, cfg.num_heads, cfg.head_dim, spec,
-                                param.dtype, param.device) for _ in self.blocks]
-        return StreamState(spec, caches, self.text_kv(context), self.encode_audio(audio_emb), height, width)
+        layout, batch, cross_kv = CacheLayout(spec, capacity), context.shape[0], self.text_kv(context)
+
+        def make_caches() -> list[SelfAttnCache]:
+            return [SelfAttnCache(batch, layout, tokens, cfg.num_heads, cfg.head_dim, param.dtype, param.device)
+                    for _ in self.blocks]
+
+        if graphs is None or not layout.windowed:
+            return StreamState(spec, make_caches(), cross_kv, self.encode_audio(audio_emb), height, width)
+        graphs.bind(tuple(p.data_ptr() for p in self.parameters()))  # weights moved: recapture
+        caches = graphs.buffers(("cache", batch, capacity, tokens, spec, param.dtype), make_caches)
+        for cache in caches:
+            cache.layout = layout
+        text = graphs.buffers(("text", tuple(cross_kv[0][0].shape), param.dtype),
+                              lambda: [(k.clone(), v.clone()) for k, v in cross_kv])
+        for (k_buf, v_buf), (k, v) in zip(text, cross_kv):
+            k_buf.copy_(k)
+            v_buf.copy_(v)
+        return StreamState(spec, caches, text, self.encode_audio(audio_emb), height, width, graphs=graphs)
 
     def forward_chunk(self, x_t: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor, state: StreamState, *,
                       start_frame: int | None = None, write_cache: bool = False,
@@ -310,6 +366,7 @@ class LipForcingDiT(nn.Module):
         """
         start = state.next_frame if start_frame is None else start_frame
         frames = x_t.shape[2]
+        past = state.layout.past(start, frames)
         audio = None
         if state.audio is not None:
             if start + frames > state.audio.shape[2]:
@@ -318,13 +375,59 @@ class LipForcingDiT(nn.Module):
             audio = state.audio[:, :, start:start + frames]
         _, ph, pw = self.config.patch_size
         grid = (frames, x_t.shape[3] // ph, x_t.shape[4] // pw)
-        plan = StreamPlan(state, self.rope(x_t.device), grid, start, write_cache, bf16_attn)
-        return self._run(x_t, t, y, state.cross_kv, audio, plan)
+        rope = self.chunk_rope(state, start, grid, past)
+        e, m = self.stream_time(state, t, x_t.shape[0], frames)
+        inputs = {"x": x_t, "y": y, "audio": audio, "e": e, "m": m, "rope": rope.chunk, "sink_rope": rope.sink}
 
-    def _run(self, x_t: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor,
+        def run(i: Inputs) -> torch.Tensor:
+            chunk_rope = ChunkRope(rope.key, i["rope"], i["sink_rope"])
+            plan = StreamPlan(state, chunk_rope, grid, start, past, write_cache, bf16_attn)
+            return self._run(i["x"], (i["e"], i["m"]), i["y"], state.cross_kv, i["audio"], plan)
+
+        if state.graphs is None or torch.is_grad_enabled():
+            out = run(inputs)
+        else:  # the pass's shape and what it writes; the buffers it reads are the graphs' own
+            keeps_sink = start if write_cache and start < state.layout.sink else None
+            out = state.graphs.run((past, grid, keeps_sink, bf16_attn, id(state.caches[0].k), id(state.cross_kv[0][0])),
+                                   inputs, run)
+        if write_cache:
+            moves = state.layout.commit(frames)
+            for cache in state.caches:
+                cache.move(moves)
+        return out
+
+    def chunk_rope(self, state: StreamState, start: int, grid: tuple[int, int, int], past: int) -> ChunkRope:
+        """The chunk's float32 RoPE factors, built on the device once per chunk (kept in ``state``)."""
+        frames, h, w = grid
+        key = (start, frames, past)
+        if state.rope is not None and state.rope.key == key:
+            return state.rope
+        dev, hd, theta = self.patch_embedding.weight.device, self.config.head_dim, self.config.rope_theta
+        chunk = rope_factors32(hd, torch.arange(start, start + frames, device=dev), h, w, theta)
+        sink_held = state.layout.sink_held() if state.spec.dynamic_rope else 0
+        sink = None
+        if sink_held and past:
+            sink = rope_factors32(hd, torch.arange(start - past, start - past + sink_held, device=dev), h, w, theta)
+        state.rope = ChunkRope(key, chunk, sink)
+        return state.rope
+
+    def stream_time(self, state: StreamState, t: torch.Tensor | float, batch: int,
+                    frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`embed_time` for a streaming pass; a float ``t`` is embedded once per clip (no-grad passes)."""
+        if not isinstance(t, float) or torch.is_grad_enabled():
+            return self.embed_time(t, batch, frames)
+        if t not in state.times:
+            state.times[t] = self.embed_time(t, 1, 1)
+        e, m = state.times[t]
+        return e.expand(batch, frames, -1), m.expand(batch, frames, -1, -1)
+
+    def _run(self, x_t: torch.Tensor, time: tuple[torch.Tensor, torch.Tensor], y: torch.Tensor,
              text_kv: list[tuple[torch.Tensor, torch.Tensor]], audio: torch.Tensor | None,
              plan: AttentionPlan) -> torch.Tensor:
-        """Patch-embed ``cat(x_t, y)``, run the blocks (audio added before blocks 2..L/2), unpatchify."""
+        """Patch-embed ``cat(x_t, y)``, run the blocks (audio added before blocks 2..L/2), unpatchify.
+
+        ``time`` is the per-frame ``(e, m)`` of :meth:`embed_time`.
+        """
         dtype = self.patch_embedding.weight.dtype
         inp = torch.cat([x_t, y], dim=1).to(dtype)
         if inp.shape[1] != self.config.in_dim:
@@ -332,7 +435,7 @@ class LipForcingDiT(nn.Module):
         x = self.patch_embedding(inp)
         b, _, frames, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)
-        e, mod = self.embed_time(t, b, frames)
+        e, mod = time
         if audio is not None and audio.shape[2] != frames:
             raise ValueError(f"audio covers {audio.shape[2]} latent frames, the latents {frames}")
         for i, block in enumerate(self.blocks):

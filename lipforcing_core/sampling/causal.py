@@ -1,4 +1,4 @@
-"""The causal student's few-step streaming sampler (SPEC §4, golden/dit cases C and D).
+"""The causal student's few-step streaming sampler (docs/design.md §4).
 
 Per chunk of latent frames: start from the chunk's slice of the clip noise, then for each
 ``t`` of the schedule predict ``x0`` with the cache read-only and, if another step follows,
@@ -11,12 +11,12 @@ two-step ``(0.999, 0.769, 0.0)``; ``len(t_list) - 1`` denoising passes (1-4) per
 
 Noise is a :class:`NoiseSource` so a run can be seeded (:class:`SeededNoise`, the official draw
 order: the whole clip's initial noise first, then one draw per re-noise) or replayed from stored
-tensors (:class:`ReplayNoise`, used to reproduce the golden vectors).
+tensors (:class:`ReplayNoise`, with which tests/test_dit_golden.py replays the reference noise).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Protocol
 
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..config import STREAM_WINDOW, CausalSpec
 from ..models.dit import LipForcingDiT
+from ..models.cuda_graphs import StreamGraphs
 from ..models.kv_cache import StreamState
 from .schedule import STUDENT_T_LIST, renoise, x0_from_flow
 
@@ -100,16 +101,64 @@ class ReplayNoise:
         return eps.to(like.device, like.dtype)
 
 
+def denoise_chunk(model: LipForcingDiT, state: StreamState, x_t: Tensor, y: Tensor, t_list: Sequence[float],
+                  start_frame: int, fresh_noise: Callable[[int, Tensor], Tensor], *, exit_step: int | None = None,
+                  bf16_attn: bool = False, record: dict[str, Tensor] | None = None) -> Tensor:
+    """The one denoise-a-chunk loop of the student, shared by inference and the training rollout.
+
+    From ``x_t`` at ``t_list[0]``, step ``i`` predicts ``x0`` with the cache read-only; before
+    the exit step (default: the last denoising time) ``x0`` is re-noised to ``t_list[i + 1]``
+    with ``fresh_noise(i + 1, x0)``. Returns the exit step's ``x0``. If autograd is on when
+    called, only the exit step builds a graph (earlier steps run without one).
+
+    Initial-noise conventions (the caller builds ``x_t``): the streaming sampler starts from the
+    Gaussian draw itself, as the released inference code does (tests/test_dit_golden.py pins it
+    with the official streaming vectors). The training rollout (training/rollout.py) starts from
+    ``t_list[0] * eps``, the forward process ``(1 - t) x0 + t eps`` at ``t_list[0]`` without its
+    data term, the convention the stage-2 trainer and the shipped demo student were trained and
+    tested with. At ``t_list[0] = 0.999`` the two differ by 0.1 % in scale; each keeps its own so
+    that inference stays equal to the official vectors and training runs stay reproducible.
+
+    ``record`` receives ``xt_step{i}``, ``flow_step{i}``, ``x0_step{i}`` (i from 1).
+    """
+    last = len(t_list) - 2 if exit_step is None else exit_step
+    grad = torch.is_grad_enabled()
+    for i in range(last + 1):
+        t = t_list[i]
+        with torch.set_grad_enabled(grad and i == last):
+            flow = model.forward_chunk(x_t, t, y, state, start_frame=start_frame, bf16_attn=bf16_attn)
+            x0 = x0_from_flow(x_t, flow, t)
+        if record is not None:
+            record.update({f"xt_step{i + 1}": x_t, f"flow_step{i + 1}": flow, f"x0_step{i + 1}": x0})
+        if i < last:
+            x_t = renoise(x0, fresh_noise(i + 1, x0), t_list[i + 1])
+    return x0
+
+
 class CausalSampler:
     """Few-step chunk denoising and cache commits of a :class:`LipForcingDiT` student.
 
     ``spec`` selects windowed (the released :data:`STREAM_WINDOW`) or full causal attention;
     ``bf16_attn`` emulates the official CPU fallback's bfloat16 attention casts.
+    ``cuda_graphs``: run the windowed passes through CUDA graphs (models/cuda_graphs.py), one per
+    window phase, captured on first use and reused by every later clip; None (default) turns
+    them on when the model is on a CUDA device and the attention is windowed.
     """
 
     def __init__(self, model: LipForcingDiT, t_list: Sequence[float] = STUDENT_T_LIST,
-                 spec: CausalSpec = STREAM_WINDOW, bf16_attn: bool = False):
+                 spec: CausalSpec = STREAM_WINDOW, bf16_attn: bool = False, cuda_graphs: bool | None = None):
         self.model, self.t_list, self.spec, self.bf16_attn = model, check_t_list(t_list), spec, bf16_attn
+        self.cuda_graphs = cuda_graphs
+        self.graphs: StreamGraphs | None = None
+
+    def _graphs(self) -> StreamGraphs | None:
+        on_cuda = self.model.patch_embedding.weight.is_cuda
+        wanted = (on_cuda and self.spec.local_attn_size > 0) if self.cuda_graphs is None else self.cuda_graphs
+        if not wanted:
+            return None
+        if self.graphs is None:
+            self.graphs = StreamGraphs(capture=True)
+        return self.graphs
 
     @property
     def chunk_size(self) -> int:
@@ -120,28 +169,27 @@ class CausalSampler:
         """Transformer passes per chunk: the denoising steps plus the cache write."""
         return len(self.t_list)
 
+    @torch.no_grad()
     def start(self, context: Tensor, audio_emb: Tensor | None, latent_hw: tuple[int, int],
               num_frames: int) -> StreamState:
-        """Fresh stream state for one clip of ``num_frames`` latent frames."""
-        return self.model.new_stream(context, audio_emb, latent_hw=latent_hw, spec=self.spec, max_frames=num_frames)
+        """Fresh stream state for one clip of ``num_frames`` latent frames, with the time embeddings of
+        the schedule computed (once per clip, so that no pass builds them)."""
+        state = self.model.new_stream(context, audio_emb, latent_hw=latent_hw, spec=self.spec, max_frames=num_frames,
+                                      graphs=self._graphs())
+        for t in self.t_list:
+            self.model.stream_time(state, t, 1, 1)
+        return state
 
     @torch.no_grad()
     def denoise(self, state: StreamState, x_t: Tensor, y: Tensor, noise: NoiseSource, start_frame: int,
                 record: dict[str, Tensor] | None = None) -> Tensor:
         """Denoise one chunk from its starting noise ``x_t``; returns the clean chunk ``x0``.
 
-        ``record`` (optional) receives every intermediate under the golden names
+        ``record`` (optional) receives every intermediate under the names tests/test_dit_golden.py compares:
         ``flow_step{i}``, ``x0_step{i}``, ``xt_step{i}`` (i from 1).
         """
-        ts = self.t_list
-        for i, (t, t_next) in enumerate(pairwise(ts), start=1):
-            flow = self.model.forward_chunk(x_t, t, y, state, start_frame=start_frame, bf16_attn=self.bf16_attn)
-            x0 = x0_from_flow(x_t, flow, t)
-            if record is not None:
-                record.update({f"xt_step{i}": x_t, f"flow_step{i}": flow, f"x0_step{i}": x0})
-            if t_next > 0:
-                x_t = renoise(x0, noise.renoise(x0), t_next)
-        return x0
+        return denoise_chunk(self.model, state, x_t, y, self.t_list, start_frame, lambda _, x0: noise.renoise(x0),
+                             bf16_attn=self.bf16_attn, record=record)
 
     @torch.no_grad()
     def commit(self, state: StreamState, x0: Tensor, y: Tensor, start_frame: int,

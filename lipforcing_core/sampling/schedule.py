@@ -12,7 +12,10 @@ import torch
 STUDENT_T_LIST = (0.999, 0.769, 0.0)
 
 
-def _as_t(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+def _as_t(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
+    """``t`` broadcastable against ``like``; a Python float stays a float (a kernel argument, no host copy)."""
+    if isinstance(t, float):
+        return t
     t = torch.as_tensor(t, dtype=torch.float64, device=like.device)
     return t.reshape(t.shape + (1,) * (like.ndim - t.ndim))
 

@@ -1,4 +1,4 @@
-"""The bidirectional teacher's sampler: N-step rectified-flow Euler with time shift and CFG (SPEC §5).
+"""The bidirectional teacher's sampler: N-step rectified-flow Euler with time shift and CFG (docs/design.md §4).
 
 Times ``t_j = s u_j / ((s-1) u_j + 1)`` with ``u_j = 1 - j/N`` (default N = 50, s = 5) run from 1 to
 0. At each step the teacher predicts ``x0`` over the whole clip; with guidance scale ``g`` the

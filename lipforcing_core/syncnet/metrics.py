@@ -1,7 +1,7 @@
 """Lip-sync metrics from SyncNet v2 embeddings.
 
 Two procedures share the network and the offset search but differ in windowing and padding
-(golden/syncnet README §3–§4):
+(docs/design.md §7):
 
 * :func:`evaluate_sync` — syncnet_python's ``SyncNetInstance.evaluate``: the AV offset, LSE-D (min
   mean distance) and LSE-C (median − min) reported in papers. Distances to audio windows beyond the
@@ -26,12 +26,13 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from ..audio.mfcc import SAMPLE_RATE, mfcc
+from ..audio.io import SAMPLE_RATE
+from ..audio.mfcc import mfcc
+from ..config import FPS
 from .model import LIP_FRAMES, MFCC_WINDOW, SyncNetV2
 
 VSHIFT = 15  # offsets searched: -15..15 video frames
-FPS = 25.0
-SAMPLES_PER_FRAME = SAMPLE_RATE // 25  # 640 audio samples per video frame
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 audio samples per video frame
 MFCC_PER_FRAME = 4  # MFCC hop is 10 ms, a 25 fps frame is 40 ms
 FCONF_KERNEL = 9  # syncnet_python's median filter over frame-wise confidence
 

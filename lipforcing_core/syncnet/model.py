@@ -6,15 +6,12 @@ audio-visual sync. Parameter names follow ``syncnet_v2.model`` so the released f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError, read_state_dict, stored_config
-
-if TYPE_CHECKING:
-    from ..demo.sync_model import SmallSyncNet
+from ..checkpoints import CheckpointError, read_state_dict
+from ..registry import find_loader
 
 EMBED_DIM = 1024
 LIP_SIZE = 224  # the lip CNN only works at 224x224 (its last conv must see a 6x6 map)
@@ -86,22 +83,19 @@ class SyncNetV2(nn.Module):
         return self.netfclip(feats.flatten(2).transpose(1, 2).flatten(0, 1)).unflatten(0, (len(clip), -1))
 
 
-def load_syncnet(path: str | Path, device: torch.device | str = "cpu") -> SyncNetV2 | SmallSyncNet:
+def load_syncnet(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     """Load ``syncnet_v2.model`` (torch pickle, read with weights_only) or a safetensors copy.
 
     Returns the float32 network in eval mode with gradients disabled (the float16 weights of some
     copies are upcast exactly). ``num_batches_tracked`` buffers may be
-    present or absent in the file. A safetensors file whose metadata ``config`` describes a
-    :class:`~lipforcing_core.demo.sync_model.SmallSyncNet` (the bundled demo SyncNet) loads as that
-    network, which the same metrics score. Raises :class:`CheckpointError` for any other file.
+    present or absent in the file. A safetensors file whose metadata ``config`` describes another
+    SyncNet registered with :func:`~lipforcing_core.registry.register_loader` (the bundled demo
+    SyncNet registers itself) loads as that network, which the same metrics score. Raises
+    :class:`CheckpointError` for any other file.
     """
-    # deferred import: the demo model imports this module
-    from ..demo.sync_model import SmallSyncNetConfig
-
-    if stored_config(path, SmallSyncNetConfig) is not None:
-        from ..demo.recipe import load_demo_syncnet
-
-        return load_demo_syncnet(path).to(device)
+    load = find_loader("syncnet", path)
+    if load is not None:
+        return load(path).to(device)
     state = read_state_dict(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a SyncNet v2 state dict (expected a flat mapping of tensors)")

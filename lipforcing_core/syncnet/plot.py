@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..atomic import atomic_output
 from .metrics import SyncResult
 
 WIDTH, HEIGHT = 800, 480
@@ -98,9 +99,9 @@ def plot_offsets(result: SyncResult, title: str = "SyncNet: mean distance vs AV 
 
 def save_report(result: SyncResult, out_dir: str | Path, stem: str = "syncnet") -> tuple[Path, Path]:
     """Write ``<stem>.json`` (offset, LSE-D, LSE-C, per-offset distances) and ``<stem>.png`` into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
-    json_path.write_text(json.dumps(result.to_dict(), indent=2))
-    plot_offsets(result).save(png_path)
+    json_path, png_path = Path(out_dir) / f"{stem}.json", Path(out_dir) / f"{stem}.png"
+    with atomic_output(json_path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(result.to_dict(), indent=2))
+    with atomic_output(png_path, overwrite=True) as tmp:
+        plot_offsets(result).save(tmp)
     return json_path, png_path

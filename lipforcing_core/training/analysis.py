@@ -1,6 +1,6 @@
 """Teacher trajectory analysis: where along the teacher's ODE does CFG help sync, and where does it hurt fidelity?
 
-The evidence behind the Sync-Window (SPEC §5, §8): the teacher samples a clip with its CFG Euler
+The evidence behind the Sync-Window (docs/design.md §4, §8): the teacher samples a clip with its CFG Euler
 ODE (shifted times, scale 4.5); at every step the conditional (no-CFG) and the guided x0
 predictions of the same ``x_t`` are compared with the clip's ground-truth latents:
 
@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import InputError
 from ..sampling.schedule import teacher_timesteps, x0_from_flow
 from .config import SYNC_BAND
 from .data import Clip, check_clip, conditioning
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     scorer = None
     if args.syncnet:
         if not args.taehv:
-            raise SystemExit("--syncnet needs --taehv to decode the latents into frames")
+            raise InputError("--syncnet needs --taehv to decode the latents into frames")
         from ..syncnet.model import load_syncnet
         from ..vae.taehv import load_taehv
         from .dmd import SyncNetReward

@@ -1,5 +1,5 @@
-"""``python -m lipforcing_core train <teacher|df|dmd|demo>``: run a trainer from a config file (also under
-torchrun), or with ``demo`` the whole bundled demo recipe (:mod:`lipforcing_core.demo.train`).
+"""``python -m lipforcing_core train <teacher|df|dmd>``: run a trainer from a config file (also under
+torchrun). The bundled demo models have their own command, ``train-demo``.
 
 Examples::
 
@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import InputError
 from .config import CONFIGS
 
 TRAINERS = {"teacher": ("teacher", "TeacherTrainer", "teacher"),
@@ -21,31 +22,22 @@ TRAINERS = {"teacher": ("teacher", "TeacherTrainer", "teacher"),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..demo import train as demo_train
-
-    parser.add_argument("stage", choices=[*sorted(TRAINERS), "demo"],
-                        help="teacher, df (stage 1), dmd (stage 2), or demo: every bundled demo model from scratch")
+    parser.add_argument("stage", choices=sorted(TRAINERS), help="teacher, df (stage 1) or dmd (stage 2)")
     parser.add_argument("--config", help="JSON or YAML file with config fields (defaults: the paper's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field (value parsed as JSON when possible); repeatable")
     parser.add_argument("--history", help="write the per-step losses (global-batch means) to this JSON file")
     parser.add_argument("--export", help="after training, write the merged network in the official flat layout")
-    demo_train.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import importlib
 
-    if args.stage == "demo":
-        from ..demo import train as demo_train
-
-        return demo_train.run(args)
-
     from .data import ClipFolder
 
     cfg = CONFIGS[args.stage].load(args.config, args.overrides)
     if not cfg.data:
-        raise SystemExit("no training data: set data=<folder of prepared *.safetensors clips> in the config or --set")
+        raise InputError("no training data: set data=<folder of prepared *.safetensors clips> in the config or --set")
     module, cls_name, net = TRAINERS[args.stage]
     trainer = getattr(importlib.import_module(f"{__package__}.{module}"), cls_name)(cfg, ClipFolder(cfg.data))
     history = trainer.fit()

@@ -1,4 +1,4 @@
-"""Training configurations of the three trainers, as dataclasses with the paper's defaults (SPEC §8).
+"""Training configurations of the three trainers, as dataclasses with the paper's defaults (docs/design.md §8).
 
 A config is read from a JSON or YAML file (keys = field names, unknown keys are an error) and
 can be overridden on the command line with ``--set field=value`` (value parsed as JSON when
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..sampling.schedule import STUDENT_T_LIST
 from ..sampling.teacher import SYNC_BAND
 
@@ -61,7 +62,7 @@ class TrainConfig:
         names = {f.name: f for f in fields(cls)}
         unknown = sorted(set(values) - set(names))
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(names)}")
+            raise InputError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(names)}")
         return cls(**{k: _tuples(v) for k, v in values.items()})
 
     @classmethod
@@ -74,15 +75,18 @@ class TrainConfig:
                 try:
                     import yaml
                 except ImportError as err:
-                    raise ValueError(f"{path}: YAML configs need PyYAML (pip install pyyaml); "
+                    raise InputError(f"{path}: YAML configs need PyYAML (pip install pyyaml); "
                                      "or write the config as JSON") from err
                 values = yaml.safe_load(text) or {}
             else:
-                values = json.loads(text)
+                try:
+                    values = json.loads(text)
+                except json.JSONDecodeError as err:
+                    raise InputError(f"{path}: not a valid JSON config ({err})") from err
         for item in overrides:
             key, sep, raw = item.partition("=")
             if not sep:
-                raise ValueError(f"override {item!r} must look like key=value")
+                raise InputError(f"override {item!r} must look like key=value")
             try:
                 values[key] = json.loads(raw)
             except json.JSONDecodeError:
@@ -145,7 +149,7 @@ class DMDConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         if self.syncnet and not self.taehv:
-            raise ValueError("the SyncNet reward needs TAEHV weights to decode latents: set taehv=...")
+            raise InputError("the SyncNet reward needs TAEHV weights to decode latents: set taehv=...")
 
 
 CONFIGS: dict[str, type[TrainConfig]] = {"teacher": TeacherConfig, "df": DFConfig, "dmd": DMDConfig}

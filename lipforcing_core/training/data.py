@@ -1,6 +1,6 @@
 """Prepared training clips: cached latents, audio features and text embeddings.
 
-One clip is a dict of tensors (SPEC §8), stored as one ``.safetensors`` file:
+One clip is a dict of tensors (docs/design.md §8), stored as one ``.safetensors`` file:
 
 * ``latents`` ``[16, T, H, W]`` - VAE latents of the aligned 25-fps source video;
 * ``masked_video`` ``[16, T, H, W]`` - latents of the video with the mouth region greyed out;
@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import InputError
 from ..pipeline import build_y
 
 Clip = dict[str, torch.Tensor]
@@ -32,15 +33,15 @@ def check_clip(clip: Clip, source: str = "clip") -> Clip:
     """Validate the keys and shapes of one clip; return it with ``neg_text`` filled in."""
     missing = [k for k in REQUIRED if k not in clip]
     if missing:
-        raise ValueError(f"{source} lacks {missing}; a prepared clip needs {list(REQUIRED)}")
+        raise InputError(f"{source} lacks {missing}; a prepared clip needs {list(REQUIRED)}")
     c, t, h, w = clip["latents"].shape
     for key in ("masked_video", "ref_sequence"):
         if clip[key].shape != clip["latents"].shape:
-            raise ValueError(f"{source}: {key} {tuple(clip[key].shape)} must match latents {(c, t, h, w)}")
+            raise InputError(f"{source}: {key} {tuple(clip[key].shape)} must match latents {(c, t, h, w)}")
     if clip["mask"].shape != (h, w):
-        raise ValueError(f"{source}: mask must be the latent grid [{h}, {w}], got {tuple(clip['mask'].shape)}")
+        raise InputError(f"{source}: mask must be the latent grid [{h}, {w}], got {tuple(clip['mask'].shape)}")
     if clip["audio"].ndim != 2 or clip["audio"].shape[0] < 4 * t - 3:
-        raise ValueError(f"{source}: audio must be [>= {4 * t - 3} frames, dim], got {tuple(clip['audio'].shape)}")
+        raise InputError(f"{source}: audio must be [>= {4 * t - 3} frames, dim], got {tuple(clip['audio'].shape)}")
     out = dict(clip)
     out["audio"] = clip["audio"][: 4 * t - 3]
     out.setdefault("neg_text", torch.zeros_like(clip["text"]))
@@ -80,19 +81,6 @@ def save_clip(path: str | Path, clip: Clip) -> None:
     save_file({k: v.contiguous() for k, v in check_clip(clip).items()}, str(path))
 
 
-def random_clip(frames: int = 6, hw: tuple[int, int] = (4, 4), text_len: int = 8, seed: int = 0,
-                audio_dim: int = 10752, text_dim: int = 4096) -> Clip:
-    """A synthetic clip with the right shapes (smoke tests and dry runs of the trainers)."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = hw
-    lat = torch.randn(16, frames, h, w, generator=g)
-    mask = torch.ones(h, w)
-    mask[h // 2:, w // 4: w - w // 4] = 0
-    return dict(latents=lat, masked_video=lat * mask, ref_sequence=lat.clone(), mask=mask,
-                audio=torch.randn(4 * frames - 3, audio_dim, generator=g),
-                text=torch.randn(text_len, text_dim, generator=g))
-
-
 def batch_indices(step: int, global_batch: int, size: int, seed: int) -> list[int]:
     """Dataset indices of the global batch at ``step``: epochs of seeded permutations."""
     out: list[int] = []
@@ -109,7 +97,7 @@ def batch_indices(step: int, global_batch: int, size: int, seed: int) -> list[in
 def rank_slice(global_batch: int, rank: int, world: int) -> slice:
     """This rank's part of a global batch (equal parts)."""
     if global_batch % world:
-        raise ValueError(f"batch_size {global_batch} must be divisible by the {world} processes")
+        raise InputError(f"batch_size {global_batch} must be divisible by the {world} processes")
     n = global_batch // world
     return slice(rank * n, (rank + 1) * n)
 

@@ -1,4 +1,4 @@
-"""Trainer 2 (stage 1): Diffusion-Forcing initialisation of the causal student (SPEC §8).
+"""Trainer 2 (stage 1): Diffusion-Forcing initialisation of the causal student (docs/design.md §8).
 
 Each chunk of 3 latent frames gets its own time from the student schedule ``t_list``
 (0.999, 0.769, 0); the student runs block-causally over the whole clip with per-frame times and an

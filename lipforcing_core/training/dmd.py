@@ -1,4 +1,4 @@
-"""Trainer 3 (stage 2): Self-Forcing DMD with Sync-Window CFG and the Re-DMD SyncNet reward (SPEC §8).
+"""Trainer 3 (stage 2): Self-Forcing DMD with Sync-Window CFG and the Re-DMD SyncNet reward (docs/design.md §8).
 
 Per iteration the critic ("fake score", bidirectional, x0 prediction) learns to denoise fresh
 student samples; every ``student_update_every``-th iteration the student is also updated with

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..atomic import atomic_output
 from ..checkpoints import CheckpointError, load_dit
 from ..config import get_preset
 from ..models.dit import LipForcingDiT
@@ -247,10 +248,8 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         path = Path(path)
         if self.env.is_main:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-            tmp.replace(path)
+            with atomic_output(path, overwrite=True) as tmp:
+                save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
         if self.env.sharded:
             torch.distributed.barrier()
         return path
@@ -289,8 +288,8 @@ class Trainer:
             state = merge_lora(state, self.lora_alpha[name])
         path = Path(path)
         if self.env.is_main:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"})
+            with atomic_output(path, overwrite=True) as tmp:
+                save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
         if self.env.sharded:
             torch.distributed.barrier()
         return path

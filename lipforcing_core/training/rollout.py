@@ -1,6 +1,8 @@
-"""Self-Forcing rollout of the causal student with its KV cache (stage 2, SPEC §8).
+"""Self-Forcing rollout of the causal student with its KV cache (stage 2, docs/design.md §8).
 
-Chunk by chunk, exactly as at inference (SPEC §4): start from ``t_list[0] * eps``, denoise,
+Chunk by chunk, with the inference loop's own denoise-a-chunk function
+(:func:`~lipforcing_core.sampling.causal.denoise_chunk`, which also says why training starts
+from ``t_list[0] * eps`` and inference from ``eps``): start from ``t_list[0] * eps``, denoise,
 re-noise with fresh noise to the next time, ... until the *exit step* (the same for every
 chunk), whose prediction is the chunk's output; then a no-grad pass on the clean chunk at
 ``t = 0`` writes its K/V to the cache (writes are detached). Only the exit-step passes build an
@@ -19,7 +21,7 @@ from ..config import CausalSpec
 from ..models.dit import LipForcingDiT
 from ..models.kv_cache import StreamState
 from ..models.rope import chunk_frame_counts
-from ..sampling.schedule import x0_from_flow, renoise
+from ..sampling.causal import denoise_chunk
 
 
 def self_rollout(student: LipForcingDiT, noise: torch.Tensor, y: torch.Tensor, context: torch.Tensor,
@@ -43,13 +45,8 @@ def self_rollout(student: LipForcingDiT, noise: torch.Tensor, y: torch.Tensor, c
     chunks, start = [], 0
     for count in chunk_frame_counts(frames, spec.chunk_size):
         sl = slice(start, start + count)
-        x = noise[0][:, :, sl] * t_list[0]
-        for step in range(exit_step + 1):
-            with torch.set_grad_enabled(grad and step == exit_step):
-                v = student.forward_chunk(x, t_list[step], y[:, :, sl], state, start_frame=start)
-                x0 = x0_from_flow(x, v, t_list[step])
-            if step < exit_step:
-                x = renoise(x0, noise[step + 1][:, :, sl], t_list[step + 1])
+        x0 = denoise_chunk(student, state, noise[0][:, :, sl] * t_list[0], y[:, :, sl], t_list, start,
+                           lambda step, _, sl=sl: noise[step][:, :, sl], exit_step=exit_step)
         chunks.append(x0)
         with torch.no_grad():
             student.forward_chunk(x0, 0.0, y[:, :, sl], state, start_frame=start, write_cache=True)

@@ -3,7 +3,7 @@
 Per sample ``t = shift_time(u, shift)``, ``u ~ U(0, 1)``; ``x_t = (1-t) x0 + t eps``; the loss is
 ``MSE(v, eps - x0)``. Audio is zeroed with probability ``audio_drop`` and the prompt replaced by
 the negative text with probability ``text_drop`` (independently), which is what the CFG negative
-condition of SPEC §5 (zero audio + negative text) needs at sampling time.
+condition (docs/design.md §4: zero audio + negative text) needs at sampling time.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from lipforcing_core.checkpoints import CheckpointError, materialize, read_state_dict, stored_config
+from lipforcing_core.checkpoints import CheckpointError, materialize, read_shapes, read_state_dict, stored_config
 
 # Per-channel statistics of the posterior mean (official WanVAE wrapper `scale`).
 LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -462,6 +462,15 @@ def wan_vae_from_state_dict(state: dict, dtype: torch.dtype = torch.float32, dev
         config = WanVAEConfig(dim=state["encoder.conv1.weight"].shape[0], z_dim=state["conv2.weight"].shape[0])
     return materialize(lambda: WanVAE(config), state, what=f"the Wan2.1 VAE architecture ({config})",
                        dtype=dtype, device=device)
+
+
+def latent_channels(path: str | Path) -> int:
+    """Latent channels (``z_dim``) of the Wan VAE file at ``path``, from its tensor shapes alone
+    (safetensors: the header only), so a mismatch with the DiT shows before anything is loaded."""
+    try:
+        return _unwrap(read_shapes(path))["conv2.weight"][0][0]
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from err
 
 
 def load_wan_vae(path: str | Path, dtype: torch.dtype = torch.float32, device="cpu") -> WanVAE:

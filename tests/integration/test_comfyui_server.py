@@ -212,7 +212,7 @@ def test_shipped_syncnet_workflow_runs(server):
 
 
 def test_shipped_demo_workflow_runs_with_nothing_installed(server):
-    from lipforcing_core.demo.recipe import STUDENT_FILE
+    from lipforcing_core.demo.constants import STUDENT_FILE
     from lipforcing_core.video import read_video
 
     if not STUDENT_FILE.is_file():

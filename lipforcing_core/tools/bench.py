@@ -11,7 +11,8 @@ timed separately as ``cache_write``), ``decode`` (streaming decoder, TAEHV by de
 the paste-back into full-resolution frames depends on the source size and is left out).
 
 * ``student_fps`` / ``teacher_fps``: output frames per second of wall time, whole pipeline.
-* ``ttff_s``: seconds from the call to the first decoded frame (the teacher's is its total time).
+* ``ttff_s``: seconds from the call to the first chunk's composited uint8 frames on the host (the teacher's is
+  its total time).
 * ``peak_memory_mb``: peak memory of the windowed student, measured in fresh processes for a
   short and a long clip. CPU: the process's peak resident set (``VmHWM``) and the rise of the
   peak over the resident set just before the run (the peak is reset through
@@ -19,6 +20,10 @@ the paste-back into full-resolution frames depends on the source size and is lef
 * ``--e2e``: a whole file-to-file lip sync instead (``lipforcing_core/tools/e2e_bench.py``).
 * ``flops_per_frame``: analytic multiply-add x 2 counts of the transformer per output frame for
   the 1.3B and 14B presets at 512x512 on an 81-frame clip with a 512-row text embedding.
+* ``fast_paths``: the switchable fast paths (``--no-fast`` turns them off for a before/after in
+  one process): CUDA graphs for the student's passes, cuDNN autotuning, the attention backend
+  ("auto" vs plain "sdpa"), and the composite on the device (off: the numpy composite on the CPU).
+  Every window shape is warmed up (a 3-chunk clip) before anything is timed.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -36,22 +40,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import STREAM_FULL, STREAM_WINDOW, CausalSpec, DiTConfig, get_preset
-from .face.mask import load_mouth_mask
-from .models.dit import LipForcingDiT
-from .pipeline import (
-    SPACE_FACTOR,
+from ..config import STREAM_FULL, STREAM_WINDOW, CausalSpec, DiTConfig, get_preset
+from ..face.mask import load_mouth_mask
+from ..models.attention import attention_backend
+from ..models.dit import LipForcingDiT
+from ..pipeline import (
+    HostCopy,
     LipSyncPipeline,
     StageTimer,
     composite_mouth,
+    composite_mouth_device,
     generation_length,
     pixel_mask,
     teacher_clip,
 )
-from .sampling.schedule import STUDENT_T_LIST
-from .sampling.teacher import teacher_passes
-from .vae.taehv import TAEHV
-from .vae.wan_vae import WanVAE, WanVAEConfig
+from ..sampling.schedule import STUDENT_T_LIST
+from ..sampling.teacher import teacher_passes
+from ..vae.taehv import TAEHV
+from ..vae.wan_vae import SPACE_FACTOR, WanVAE, WanVAEConfig
+from .memory import peak_rss_mb, reset_peak_rss, rounded, rss_mb
 
 CPU_DEFAULTS = {"size": 128, "chunks": 4, "memory_chunks": (4, 16), "vae_dim": 4, "decoder": "wan"}
 CUDA_DEFAULTS = {"size": 512, "chunks": 7, "memory_chunks": (4, 16), "vae_dim": 96, "decoder": "taehv"}
@@ -118,16 +125,7 @@ def random_dit(preset: str, device: torch.device, dtype: torch.dtype, seed: int 
     with torch.device("meta"):
         model = LipForcingDiT(get_preset(preset))
     model = model.to_empty(device=device).to(dtype)
-    gen = torch.Generator(device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("norm3.weight", "norm_q.weight", "norm_k.weight", "norm_out.weight")):
-                p.fill_(1.0)
-            elif p.ndim >= 2 and "modulation" not in name:
-                p.normal_(0.0, p[0].numel() ** -0.5, generator=gen)
-            else:
-                p.normal_(0.0, 0.02, generator=gen)
-    return model.eval().requires_grad_(False)
+    return model.init_weights(torch.Generator(device).manual_seed(seed)).eval().requires_grad_(False)
 
 
 def bench_models(preset: str, device: torch.device, vae_dim: int, decoder: str):
@@ -149,16 +147,27 @@ def bench_inputs(chunks: int, size: int, seed: int = 0) -> tuple[np.ndarray, tor
 # ------------------------------------------------------------------------------------------ runs
 
 
-def run_student(pipe: LipSyncPipeline, frames, audio, mask) -> dict:
+def composite_to_host(chunk, frames: np.ndarray, keep: torch.Tensor, device_composite: bool) -> np.ndarray:
+    """The chunk's uint8 composite on the host: blended on the device and copied once, or in numpy."""
+    source = frames[chunk.frame_start:chunk.frame_start + chunk.frames.shape[2]]
+    if not device_composite:
+        return composite_mouth(chunk.frames, source, keep)
+    dev = chunk.frames.device
+    out = composite_mouth_device(chunk.frames, torch.from_numpy(source).to(dev, non_blocking=True), keep.to(dev))
+    return HostCopy(out).wait().numpy()
+
+
+def run_student(pipe: LipSyncPipeline, frames, audio, mask, device_composite: bool = True) -> dict:
+    """Stream a clip; a chunk counts as out when its composited uint8 frames are on the host."""
     pipe.timer = timer = StageTimer()
     keep = pixel_mask(mask, frames.shape[1:3])
     began = last = time.perf_counter()
     ttff, chunk_s, n = None, [], 0
     for chunk in pipe.stream(frames, audio, mask, seed=0):
+        with timer.stage("composite", pipe.device):
+            composite_to_host(chunk, frames, keep, device_composite)
         if ttff is None:
             ttff = time.perf_counter() - began
-        with timer.stage("composite"):
-            composite_mouth(chunk.frames, frames[chunk.frame_start:chunk.frame_start + chunk.frames.shape[2]], keep)
         n += chunk.frames.shape[2]
         now = time.perf_counter()
         chunk_s.append(now - last)
@@ -183,14 +192,6 @@ def run_teacher(model, vae, decoder, frames, audio, mask, steps: int = TEACHER_S
 # ------------------------------------------------------------------------------------------ memory
 
 
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def memory_probe(preset: str, device: str, chunks: int, size: int, vae_dim: int, decoder: str,
                  threads: int | None = None) -> dict:
     """Run the windowed student on a clip of ``chunks`` chunks; return its peak memory (fresh process)."""
@@ -205,12 +206,13 @@ def memory_probe(preset: str, device: str, chunks: int, size: int, vae_dim: int,
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         start = torch.cuda.memory_allocated(dev)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current resident set
-    before = _rss_mb("VmRSS")
+    reset = reset_peak_rss()
+    before = rss_mb()
     for _ in pipe.stream(frames, audio, mask, seed=0):
         pass
-    result |= {"peak_rss_mb": round(_rss_mb("VmHWM"), 1), "peak_rss_rise_mb": round(_rss_mb("VmHWM") - before, 1)}
+    peak = peak_rss_mb()
+    result |= {"peak_rss_mb": rounded(peak), "peak_reset": reset,
+               "peak_rss_rise_mb": rounded(None if peak is None or before is None else peak - before)}
     if dev.type == "cuda":
         result |= {"peak_cuda_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1),
                    "peak_cuda_rise_mb": round((torch.cuda.max_memory_allocated(dev) - start) / 2**20, 1)}
@@ -253,21 +255,30 @@ def machine(device: torch.device) -> str:
 
 def bench(preset: str, device: str, decoder: str | None = None, size: int | None = None, chunks: int | None = None,
           teacher_steps: int = TEACHER_STEPS, memory: bool = True, threads: int | None = None,
-          vae_dim: int | None = None) -> dict:
+          vae_dim: int | None = None, fast: bool = True) -> dict:
+    """One bench run (see the module docstring); ``teacher_steps=0`` skips the teacher."""
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
     defaults = CPU_DEFAULTS if dev.type == "cpu" else CUDA_DEFAULTS
     size, chunks = size or defaults["size"], chunks or defaults["chunks"]
     vae_dim, decoder = vae_dim or defaults["vae_dim"], decoder or defaults["decoder"]
+    torch.backends.cudnn.benchmark = fast and dev.type == "cuda"
+    with attention_backend("auto" if fast else "sdpa"):
+        return _bench(preset, dev, decoder, size, chunks, teacher_steps, memory, threads, vae_dim, fast)
+
+
+def _bench(preset, dev, decoder, size, chunks, teacher_steps, memory, threads, vae_dim, fast) -> dict:
+    defaults = CPU_DEFAULTS if dev.type == "cpu" else CUDA_DEFAULTS
     model, vae, dec = bench_models(preset, dev, vae_dim, decoder)
-    pipe = LipSyncPipeline(model, vae, dec)
-    warm = bench_inputs(2, size)  # both chunk shapes (9 and 12 frames) and the teacher's code path
-    run_student(pipe, *warm)
-    run_teacher(model, vae, dec, *warm, steps=1)
+    pipe = LipSyncPipeline(model, vae, dec, cuda_graphs=None if fast else False)
+    warm = bench_inputs(3, size)  # every window phase (chunks 0, 1, 2+), both chunk lengths, the teacher's path
+    run_student(pipe, *warm, device_composite=fast)
+    if teacher_steps:
+        run_teacher(model, vae, dec, *warm, steps=1)
     frames, audio, mask = bench_inputs(chunks, size)
-    student = run_student(pipe, frames, audio, mask)
-    teacher = run_teacher(model, vae, dec, frames, audio, mask, steps=teacher_steps)
+    student = run_student(pipe, frames, audio, mask, device_composite=fast)
+    teacher = run_teacher(model, vae, dec, frames, audio, mask, steps=teacher_steps) if teacher_steps else None
     steady = statistics.median(student["chunk_s"][1:]) if chunks > 1 else student["chunk_s"][0]
     result = {
         "preset": preset, "device": str(dev), "machine": machine(dev), "torch": torch.__version__,
@@ -275,22 +286,28 @@ def bench(preset: str, device: str, decoder: str | None = None, size: int | None
         "dtype": str(model.patch_embedding.weight.dtype).removeprefix("torch."),
         "clip": {"frames": student["frames"], "chunks": chunks, "size": size, "latent_hw": size // SPACE_FACTOR,
                  "decoder": decoder, "vae_dim": vae_dim, "weights": "random (seeded)"},
-        "student_fps": round(student["fps"], 3), "teacher_fps": round(teacher["fps"], 4),
-        "speedup": round(student["fps"] / teacher["fps"], 1),
-        "denoise_speedup": round(teacher["stages_s"]["denoise"] / (student["stages_s"]["denoise"]
-                                                                   + student["stages_s"]["cache_write"]), 1),
-        "ttff_s": round(student["ttff_s"], 3), "teacher_ttff_s": round(teacher["ttff_s"], 3),
+        "fast_paths": {"enabled": fast, "cuda_graphs": pipe.sampler.graphs is not None,
+                       "cudnn_benchmark": torch.backends.cudnn.benchmark, "attention": "auto" if fast else "sdpa",
+                       "composite": "device" if fast else "numpy"},
+        "student_fps": round(student["fps"], 3), "ttff_s": round(student["ttff_s"], 3),
         "steady_chunk_s": round(steady, 3), "ttff_le_chunk": student["ttff_s"] <= steady,
         "chunk_s": [round(s, 3) for s in student["chunk_s"]],
-        "stages_s": {"student": {k: round(v, 3) for k, v in student["stages_s"].items()},
-                     "teacher": {k: round(v, 3) for k, v in teacher["stages_s"].items()}},
-        "passes_per_chunk": {"student": pipe.sampler.passes_per_chunk,
-                             "teacher": f"{teacher['passes']} passes over the whole clip ({chunks} chunks)"},
-        "teacher": {"steps": teacher_steps, "shift": TEACHER_SHIFT, "cfg": TEACHER_CFG},
+        "stages_s": {"student": {k: round(v, 3) for k, v in student["stages_s"].items()}},
+        "passes_per_chunk": {"student": pipe.sampler.passes_per_chunk},
         "flops_per_frame": flops_table(),
     }
+    if teacher is not None:
+        result |= {
+            "teacher_fps": round(teacher["fps"], 4), "speedup": round(student["fps"] / teacher["fps"], 1),
+            "denoise_speedup": round(teacher["stages_s"]["denoise"] / (student["stages_s"]["denoise"]
+                                                                       + student["stages_s"]["cache_write"]), 1),
+            "teacher_ttff_s": round(teacher["ttff_s"], 3),
+            "teacher": {"steps": teacher_steps, "shift": TEACHER_SHIFT, "cfg": TEACHER_CFG}}
+        result["stages_s"]["teacher"] = {k: round(v, 3) for k, v in teacher["stages_s"].items()}
+        result["passes_per_chunk"]["teacher"] = f"{teacher['passes']} passes over the whole clip ({chunks} chunks)"
     if memory:
-        probes = [memory_in_fresh_process(preset, device, n, size, vae_dim, decoder, threads) for n in defaults["memory_chunks"]]
+        probes = [memory_in_fresh_process(preset, str(dev), n, size, vae_dim, decoder, threads)
+                  for n in defaults["memory_chunks"]]
         key = "peak_cuda_mb" if dev.type == "cuda" else "peak_rss_mb"
         result["peak_memory_mb"] = probes[0][key]
         result["memory"] = {"method": "CUDA max_memory_allocated" if dev.type == "cuda" else
@@ -298,7 +315,7 @@ def bench(preset: str, device: str, decoder: str | None = None, size: int | None
                             "windowed_student": probes,
                             "long_over_short": round(probes[-1][key] / probes[0][key], 3)}
     else:
-        result["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        result["peak_memory_mb"] = rounded(peak_rss_mb())
     return result
 
 
@@ -310,7 +327,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae-dim", type=int, help="Wan VAE base width (default 4 on CPU, 96 = Wan2.1 on CUDA)")
     parser.add_argument("--size", type=int, help="frame size in pixels (default 128 on CPU, 512 on CUDA)")
     parser.add_argument("--chunks", type=int, help="clip length in chunks (default 4 on CPU, 7 on CUDA)")
-    parser.add_argument("--teacher-steps", type=int, default=TEACHER_STEPS)
+    parser.add_argument("--teacher-steps", type=int, default=TEACHER_STEPS, help="teacher Euler steps (0: no teacher)")
+    parser.add_argument("--no-fast", action="store_true",
+                        help="switchable fast paths off (CUDA graphs, cuDNN autotuning, fused attention, device composite)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
     from .tools import e2e_bench
@@ -324,8 +343,9 @@ def run(args: argparse.Namespace) -> int:
 
         return e2e_bench.run(args)
     result = bench(args.preset, args.device, args.decoder, args.size, args.chunks, args.teacher_steps,
-                   memory=not args.no_memory, threads=args.threads, vae_dim=args.vae_dim)
+                   memory=not args.no_memory, threads=args.threads, vae_dim=args.vae_dim, fast=not args.no_fast)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("student_fps", "teacher_fps", "speedup", "ttff_s", "peak_memory_mb")}))
+    keys = ("student_fps", "teacher_fps", "speedup", "ttff_s", "peak_memory_mb")
+    print(json.dumps({k: result[k] for k in keys if k in result}))
     return 0

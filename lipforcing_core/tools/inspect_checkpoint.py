@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import LORA_KEY, CheckpointError, check_state_dict, detect_preset, read_shapes
-from .config import PRESETS, get_preset
+from ..checkpoints import LORA_KEY, check_state_dict, detect_preset, read_shapes
+from ..config import PRESETS, get_preset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def preset_keys(name: str) -> dict[str, list[int]]:
     """Key -> shape of a preset's state dict, built on the meta device (no weights allocated)."""
-    from .models.dit import LipForcingDiT
+    from ..models.dit import LipForcingDiT
 
     with torch.device("meta"):
         model = LipForcingDiT(get_preset(name))
@@ -56,11 +56,7 @@ def _report(target, kind, preset, keys, dtypes, missing, unexpected, wrong) -> d
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        report = describe(args.target)
-    except CheckpointError as err:
-        print(f"error: {err}")
-        return 1
+    report = describe(args.target)  # a CheckpointError becomes one line on stderr, exit code 2 (cli.main)
     if args.json:
         print(json.dumps(report))
         return 0

@@ -4,7 +4,7 @@ Each mode runs in a fresh process so its peak memory is its own (CPU: peak RSS a
 before encoding; CUDA: ``max_memory_allocated``). Without real weights, a base-960h-sized
 model with seeded random weights stands in (the memory does not depend on the values).
 
-    python -m lipforcing_core.audio.bench --audio clip.wav --seconds 60 --out audio_bench.json
+    python -m lipforcing_core.tools.audio_bench --audio clip.wav --seconds 60 --out audio_bench.json
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -21,21 +20,22 @@ import torch
 
 from lipforcing_core.audio.features import DEFAULT_CHUNK, encode_audio
 from lipforcing_core.audio.io import SAMPLE_RATE, load_audio, prepare_waveform
-from lipforcing_core.audio.wav2vec2 import AudioEncoder, load_wav2vec2, random_encoder
+from lipforcing_core.audio.wav2vec2 import PRESETS, AudioEncoder, build_model, load_wav2vec2
+from lipforcing_core.tools.memory import peak_rss_mb, rounded, rss_mb
 
 
 def _encoder(weights: str | None, device: str) -> AudioEncoder:
-    return load_wav2vec2(weights, device=device) if weights else random_encoder().to(device)
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    """The real encoder, or a base-960h-sized one with seeded random weights (memory does not depend on them)."""
+    if weights:
+        return load_wav2vec2(weights, device=device)
+    torch.manual_seed(0)
+    config = PRESETS["base-960h"]
+    return AudioEncoder(build_model(config).requires_grad_(False), config).eval().to(device)
 
 
 def _run_mode(weights: str | None, device: str, wave: torch.Tensor, chunk: int | None) -> dict:
     encoder = _encoder(weights, device)
-    start_rss = _rss_mb()
+    start_rss = rss_mb()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         start_cuda = torch.cuda.memory_allocated()
@@ -45,8 +45,8 @@ def _run_mode(weights: str | None, device: str, wave: torch.Tensor, chunk: int |
     result = {
         "chunk": chunk,
         "seconds": round(seconds, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "encode_peak_rss_above_start_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start_rss, 1),
+        "peak_rss_mb": rounded(peak_rss_mb()),
+        "encode_peak_rss_above_start_mb": rounded(None if start_rss is None else peak_rss_mb() - start_rss),
         "output_mb": round(features.numel() * features.element_size() / 2**20, 1),
     }
     if device.startswith("cuda"):
