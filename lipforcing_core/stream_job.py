@@ -105,7 +105,9 @@ class LazyFaces(SourceFrames):
         self.pending: deque = deque()
         self.served = 0
 
-    def __getitem__(self, frames: slice) -> torch.Tensor:
+    def pixels(self, frames: slice, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+               ) -> torch.Tensor:
+        """The aligned faces of ``frames`` (the next ones in order) as :meth:`SourceFrames.pixels` gives them."""
         start, stop, _ = frames.indices(self.num_frames)
         if start != self.served:
             raise ValueError(f"LazyFaces serves frames in order: asked for {start}, next is {self.served}")
@@ -118,7 +120,7 @@ class LazyFaces(SourceFrames):
             self.pending.append((frame, crop, m16))
             crops.append(crop)
         self.served = stop
-        return SourceFrames(np.stack(crops))[:]
+        return SourceFrames(np.stack(crops)).pixels(slice(None), device, dtype)
 
     def take(self, count: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """The oldest ``count`` pending frames, in order."""

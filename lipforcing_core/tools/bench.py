@@ -332,14 +332,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="switchable fast paths off (CUDA graphs, cuDNN autotuning, fused attention, device composite)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
-    from .tools import e2e_bench
+    from . import e2e_bench
 
     e2e_bench.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.e2e:
-        from .tools import e2e_bench
+        from . import e2e_bench
 
         return e2e_bench.run(args)
     result = bench(args.preset, args.device, args.decoder, args.size, args.chunks, args.teacher_steps,

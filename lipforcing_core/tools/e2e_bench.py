@@ -13,15 +13,14 @@ encoder): speed and memory do not depend on the values. Reported:
 * ``ms_per_frame``: ``decode`` (PyAV decode and 25 fps conversion), ``face`` (detect + align),
   ``generate`` (the pipeline: VAE encode, denoise, decode), ``paste``, ``encode`` (H.264 + mux);
 * ``peak_rss_mb``: the process's peak resident set during the job (Linux: ``VmHWM`` reset through
-  ``/proc/self/clear_refs`` first; elsewhere the lifetime peak from ``getrusage``, or null).
+  ``/proc/self/clear_refs`` first; elsewhere the lifetime peak from ``getrusage``, or null), through
+  ``lipforcing_core/tools/memory.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import tempfile
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ..pipeline import LipSyncPipeline
 from ..stream_job import LipSyncModel
 from ..vae.taehv import TAEHV
 from ..vae.wan_vae import WanVAE, WanVAEConfig
+from .memory import peak_rss_mb, reset_peak_rss, rounded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def random_model(preset: str, device: torch.device, face_size: int, vae_dim: int, decoder: str) -> LipSyncModel:
     """A preset-sized student with seeded random weights and random-weight VAE and wav2vec2."""
-    from ..bench import random_dit
+    from .bench import random_dit
 
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     torch.manual_seed(0)
@@ -73,31 +73,6 @@ def released_model(args: argparse.Namespace, device: torch.device, face_size: in
     return LipSyncModel.for_faces(pipe, load_wav2vec2(args.wav2vec, device=device), face_size)
 
 
-def _clear_peak() -> bool:
-    """Reset the peak resident set to the current one (Linux); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb(reset: bool) -> float | None:
-    """Peak resident set in MiB: ``VmHWM`` on Linux (since the last reset), else ``ru_maxrss``."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    if reset:
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if platform.system() == "Darwin" else 1024), 1)  # bytes on macOS, KiB elsewhere
-
-
 def e2e(args: argparse.Namespace) -> dict:
     from ..sync import DEMO_SIZE, demo_model, open_job
 
@@ -117,15 +92,16 @@ def e2e(args: argparse.Namespace) -> dict:
         model = random_model(args.preset, device, face_size, args.vae_dim or defaults["vae_dim"],
                              args.decoder or defaults["decoder"])
         name = f"preset {args.preset} (random weights)"
-    reset = _clear_peak()
+    reset = reset_peak_rss()
     with tempfile.TemporaryDirectory(prefix="lipforcing-e2e-") as tmp:
         info = job.run(model, Path(tmp) / "out.mp4")
-    from ..bench import machine
+    from .bench import machine
 
     return {"model": name, "device": str(device), "machine": machine(device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "video": str(args.video), "audio": args.audio,
             "face_size": face_size, "frames": info["frames"], "fps": info["fps_end_to_end"], "ttff_s": info["ttff_s"],
-            "peak_rss_mb": peak_rss_mb(reset), "peak_rss_method": "VmHWM after clear_refs" if reset else "ru_maxrss",
+            "peak_rss_mb": rounded(peak_rss_mb()),
+            "peak_rss_method": "VmHWM after clear_refs" if reset else "lifetime peak (the platform cannot reset it)",
             "ms_per_frame": info["ms_per_frame"], "audio_features_s": info["audio_features_s"],
             "summary": {k: info[k] for k in ("audio_seconds", "generated_frames", "video_adjust", "faces_found",
                                              "frames_without_face", "seconds")}}
