@@ -107,6 +107,7 @@ class LazyFaces(SourceFrames):
 
     def pixels(self, frames: slice, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
                ) -> torch.Tensor:
+        """The aligned faces of ``frames`` (the next ones in order) as :meth:`SourceFrames.pixels` gives them."""
         start, stop, _ = frames.indices(self.num_frames)
         if start != self.served:
             raise ValueError(f"LazyFaces serves frames in order: asked for {start}, next is {self.served}")

@@ -1,15 +1,13 @@
-"""``bench --e2e``: a whole sync run on a real clip, timed by stage, with a memory probe that degrades off Linux."""
+"""``bench --e2e``: a whole sync run on a real clip, timed by stage (the memory probe: test_tools_memory.py)."""
 
 from __future__ import annotations
 
-import builtins
 import json
 
 import pytest
 
 from lipforcing_core.cli import main
 from lipforcing_core.stream_job import STAGES
-from lipforcing_core.tools import e2e_bench
 from lipforcing_core.video import read_video, write_video
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -29,17 +27,3 @@ def test_e2e_demo_run_reports_every_stage(media_root, tmp_path):
     assert result["summary"]["faces_found"] == result["frames"]
     with pytest.raises(SystemExit, match="--video"):
         main(["bench", "--e2e", "--demo", "--out", str(out)])
-
-
-def test_memory_probe_without_proc(monkeypatch):
-    real_open = builtins.open
-
-    def no_proc(path, *args, **kwargs):
-        if str(path).startswith("/proc/"):
-            raise OSError("no /proc here")
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", no_proc)
-    assert e2e_bench._clear_peak() is False
-    assert e2e_bench.peak_rss_mb(reset=True) is None  # a peak since the job started cannot be told
-    assert e2e_bench.peak_rss_mb(reset=False) > 10  # the lifetime peak from getrusage

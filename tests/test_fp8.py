@@ -13,7 +13,7 @@ from lipforcing_core.checkpoints import load_dit
 from lipforcing_core.demo.dit_recipe import pixel_keep_mask
 from lipforcing_core.demo.dub import dubbing_pair
 from lipforcing_core.demo.evaluate import load_demo_models
-from lipforcing_core.demo.recipe import STUDENT_FILE
+from lipforcing_core.demo.constants import STUDENT_FILE
 from lipforcing_core.demo.vae_train import psnr
 from lipforcing_core.models.fp8 import FP8, FP8_MAX, Fp8Linear, quantize_rows, use_fp8_linears
 from lipforcing_core.pipeline import LipSyncPipeline

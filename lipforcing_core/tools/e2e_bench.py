@@ -13,7 +13,8 @@ encoder): speed and memory do not depend on the values. Reported:
 * ``ms_per_frame``: ``decode`` (PyAV decode and 25 fps conversion), ``face`` (detect + align),
   ``generate`` (the pipeline: VAE encode, denoise, decode), ``paste``, ``encode`` (H.264 + mux);
 * ``peak_rss_mb``: the process's peak resident set during the job (Linux: ``VmHWM`` reset through
-  ``/proc/self/clear_refs`` first; elsewhere the lifetime peak from ``getrusage``, or null).
+  ``/proc/self/clear_refs`` first; elsewhere the lifetime peak from ``getrusage``, or null), through
+  ``lipforcing_core/tools/memory.py``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def random_model(preset: str, device: torch.device, face_size: int, vae_dim: int, decoder: str) -> LipSyncModel:
     """A preset-sized student with seeded random weights and random-weight VAE and wav2vec2."""
-    from ..bench import random_dit
+    from .bench import random_dit
 
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     torch.manual_seed(0)
@@ -100,7 +101,8 @@ def e2e(args: argparse.Namespace) -> dict:
     return {"model": name, "device": str(device), "machine": machine(device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "video": str(args.video), "audio": args.audio,
             "face_size": face_size, "frames": info["frames"], "fps": info["fps_end_to_end"], "ttff_s": info["ttff_s"],
-            "peak_rss_mb": rounded(peak_rss_mb()), "peak_rss_method": "VmHWM after clear_refs" if reset else "ru_maxrss",
+            "peak_rss_mb": rounded(peak_rss_mb()),
+            "peak_rss_method": "VmHWM after clear_refs" if reset else "lifetime peak (the platform cannot reset it)",
             "ms_per_frame": info["ms_per_frame"], "audio_features_s": info["audio_features_s"],
             "summary": {k: info[k] for k in ("audio_seconds", "generated_frames", "video_adjust", "faces_found",
                                              "frames_without_face", "seconds")}}
