@@ -138,6 +138,8 @@ def summary(info: dict, model: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not (args.dit or args.demo):
+        raise InputError(NEEDS_MODEL)
     check_sync(args)  # output, media, audio and model files (headers): before anything is loaded
     face_size = check_arguments(args)
     try:

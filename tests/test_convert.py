@@ -83,8 +83,10 @@ def test_fp8_file_loads_with_strict_keys_and_back(tmp_path, capsys, release_like
     save_file(broken, tmp_path / "no_scale.safetensors")  # an fp8 weight without its scale: strict loading refuses
     with pytest.raises(CheckpointError, match=r"without a weight_scale beside them: blocks\.2\.self_attn\.k\.weight"):
         load_dit(tmp_path / "no_scale.safetensors")
-    assert main(["inspect", str(tmp_path / "no_scale.safetensors")]) == 1
-    assert "without a weight_scale" in capsys.readouterr().out
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
+        main(["inspect", str(tmp_path / "no_scale.safetensors")])
+    assert err.value.code == 2 and "without a weight_scale" in capsys.readouterr().err
 
     fp8_again, widened = tmp_path / "fp8_again.safetensors", tmp_path / "widened.safetensors"
     convert(out, fp8_again, "fp8_e4m3fn")

@@ -13,7 +13,7 @@ from lipforcing_core.video import read_video, write_video
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def test_e2e_demo_run_reports_every_stage(media_root, tmp_path):
+def test_e2e_demo_run_reports_every_stage(media_root, tmp_path, capsys):
     clip = read_video(media_root / "latentsync_demo2_video.mp4", size=(270, 480), max_frames=25)
     video = write_video(tmp_path / "in.mp4", clip.frames, clip.fps, clip.audio[:, : clip.sample_rate], clip.sample_rate)
     out = tmp_path / "e2e.json"
@@ -25,5 +25,7 @@ def test_e2e_demo_run_reports_every_stage(media_root, tmp_path):
     assert set(result["ms_per_frame"]) == set(STAGES) and all(v > 0 for v in result["ms_per_frame"].values())
     assert 0 < result["ttff_s"] and result["fps"] > 0 and result["peak_rss_mb"] > 100
     assert result["summary"]["faces_found"] == result["frames"]
-    with pytest.raises(SystemExit, match="--video"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
         main(["bench", "--e2e", "--demo", "--out", str(out)])
+    assert err.value.code == 2 and "--video" in capsys.readouterr().err
