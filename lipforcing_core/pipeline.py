@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import FPS, STREAM_WINDOW, TEXT_DIM, CausalSpec
+from .face.paste import blend_mouth
 from .models.dit import LipForcingDiT
 from .sampling.causal import CausalSampler, NoiseSource, SeededNoise
 from .sampling.schedule import STUDENT_T_LIST
@@ -217,22 +218,22 @@ def _to_uint8(frames: Tensor) -> Tensor:
 
 
 def composite_mouth(generated: Tensor, source: np.ndarray, keep: Tensor) -> np.ndarray:
-    """Mouth-only blend in aligned space: generated ``[1, 3, n, H, W]`` where ``keep`` is 0, the source
-    uint8 ``[n, H, W, 3]`` faces elsewhere; uint8 ``[n, H, W, 3]`` (the official composite)."""
-    gen = frames_to_uint8(generated)[0].astype(np.float32)
-    k = keep.numpy()[None, :, :, None]
-    return (gen * (1 - k) + source.astype(np.float32) * k).astype(np.uint8)
+    """Mouth-only blend in aligned space on the CPU: generated ``[1, 3, n, H, W]`` where ``keep`` is 0,
+    the source uint8 ``[n, H, W, 3]`` faces elsewhere; uint8 ``[n, H, W, 3]`` (the official composite,
+    rounding as :func:`composite_mouth_device`)."""
+    return composite_mouth_device(generated.cpu(), torch.from_numpy(np.asarray(source)), keep.cpu()).numpy()
 
 
 def composite_mouth_device(generated: Tensor, source: Tensor, keep: Tensor) -> Tensor:
-    """:func:`composite_mouth` where the tensors are (e.g. on the GPU), bit-identical to it.
+    """:func:`composite_mouth` where the tensors are (e.g. on the GPU).
 
     ``source`` is uint8 ``[n, H, W, 3]`` and ``keep`` ``[H, W]`` on the device of ``generated``;
-    returns uint8 ``[n, H, W, 3]`` there, for one copy to the host (:class:`HostCopy`).
+    returns uint8 ``[n, H, W, 3]`` there, for one copy to the host (:class:`HostCopy`). Rounding: the
+    generated frames are rounded to uint8 first (as they would be saved), the blend
+    (:func:`~lipforcing_core.face.paste.blend_mouth`) is truncated to uint8.
     """
-    gen = _to_uint8(generated)[0].permute(1, 2, 3, 0).float()
-    k = keep.float()[None, :, :, None]
-    return (gen * (1 - k) + source.float() * k).to(torch.uint8)
+    gen = _to_uint8(generated)[0].permute(1, 2, 3, 0)
+    return blend_mouth(gen, source, keep[None, :, :, None]).to(torch.uint8)
 
 
 class HostCopy:

@@ -26,12 +26,23 @@ import torch.nn.functional as F
 from .align import CROP_H, CROP_W, FILL, invert_affine, sample_affine
 
 
+def blend_mouth(generated: torch.Tensor, source: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The one mouth composite: ``source + (generated - source) * (1 - keep)`` in float32 on pixel
+    values (``keep`` 1 = source, 0 = generated mouth, broadcast against the pixels).
+
+    It does not round; its callers state their rounding: the aligned-space composite truncates the
+    blend of the uint8-rounded generated face to uint8 (``pipeline.composite_mouth``), the paste-back
+    keeps it in float and rounds once, in the full frame (:func:`paste_face_into`).
+    """
+    source = source.float()
+    return source + (generated.float() - source) * (1 - keep.float())
+
+
 def mouth_composite(generated: np.ndarray, original: np.ndarray, mask: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 [512,512,3] faces -> float32 CHW in [0,1]: generated mouth, original elsewhere."""
-    g = torch.from_numpy(np.ascontiguousarray(generated)).permute(2, 0, 1).float()
-    a = torch.from_numpy(np.ascontiguousarray(original)).permute(2, 0, 1).float()
-    m = torch.as_tensor(mask, dtype=torch.float32)
-    return (a + (g - a) * (1 - m)) / 255.0
+    """uint8 [512,512,3] faces -> float32 CHW in [0,1]: generated mouth, original elsewhere (not rounded)."""
+    g = torch.from_numpy(np.ascontiguousarray(generated)).permute(2, 0, 1)
+    a = torch.from_numpy(np.ascontiguousarray(original)).permute(2, 0, 1)
+    return blend_mouth(g, a, torch.as_tensor(mask, dtype=torch.float32)) / 255.0
 
 
 def _crop_bbox(frame_of_crop: np.ndarray, hw: tuple[int, int], margin: int) -> tuple[int, int, int, int]:
