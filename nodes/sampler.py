@@ -243,7 +243,10 @@ class LipSyncVideo(io.ComfyNode):
                 io.Audio.Input("audio", optional=True, tooltip="The speech to sync to (default: the video's own "
                                                                "audio); the output lasts as long as it.")),
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video at 25 fps with the "
-                                                                   "speech muxed in.")],
+                                                                   "speech muxed in."),
+                     io.String.Output(display_name="summary",
+                                      tooltip="Frames, audio length, how the video was cut or extended, faces found "
+                                              "and speed: wire it to Preview as Text.")],
         )
 
     @classmethod
@@ -256,7 +259,8 @@ class LipSyncVideo(io.ComfyNode):
         output = folder / f"LipForcing_{uuid.uuid4().hex[:12]}.mp4"
         info = run_lip_sync(lambda tracker: video_job(source, tracker, None if wave is None else wave.numpy(), rate),
                             model, vae, audio_encoder, seed, detector, face_size, text, taew, output)
-        return io.NodeOutput(InputImpl.VideoFromFile(str(output)), ui={"text": [summary(info)]})
+        text = summary(info)
+        return io.NodeOutput(InputImpl.VideoFromFile(str(output)), text, ui={"text": [text]})
 
 
 NODES = [Sampler, LipSync, LipSyncVideo]

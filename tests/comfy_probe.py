@@ -2,7 +2,8 @@
 
 ``python comfy_probe.py COMFYUI_PATH PACK_PATH BASE_DIR < names.json`` (``BASE_DIR`` as ComfyUI's
 ``--base-directory``: models, input, output) prints JSON with
-``nodes`` (``GET_NODE_INFO_V1()`` of every node, as ``/object_info`` serves it) and ``signatures``
+``nodes`` (``GET_NODE_INFO_V1()`` of every node, as ``/object_info`` serves it), ``core`` (the same for
+the V3 core nodes of ``CORE_NODES``, which the shipped workflows use through stand-ins) and ``signatures``
 (for each requested ``[module, dotted.name]``, the parameter list, or null if the name is missing).
 Used by ``test_nodes_double.py`` to keep ``tests/comfy_double`` faithful.
 """
@@ -14,6 +15,8 @@ import importlib
 import importlib.util
 import json
 import sys
+
+CORE_NODES = [("comfy_extras.nodes_video", "LoadVideo"), ("comfy_extras.nodes_video", "SaveVideo")]
 
 
 def signature(module_name: str, dotted: str) -> list | None:
@@ -48,9 +51,10 @@ def main() -> None:
         info = cls.GET_NODE_INFO_V1()
         info.pop("python_module")
         nodes[info["name"]] = info
+    core = {name: getattr(importlib.import_module(module), name).GET_NODE_INFO_V1() for module, name in CORE_NODES}
     names = json.load(sys.stdin)
     signatures = {f"{m}:{n}": signature(m, n) for m, n in names}
-    print(json.dumps({"nodes": nodes, "signatures": signatures}, default=str))
+    print(json.dumps({"nodes": nodes, "core": core, "signatures": signatures}, default=str))
 
 
 if __name__ == "__main__":

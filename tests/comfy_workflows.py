@@ -16,6 +16,7 @@ describe the same graph for the current schemas.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_env  # noqa: F401  (first: puts the ComfyUI test double on sys.path)
 
 # isort: split
+import folder_paths
 from comfy_api.latest import io
 from comfy_executor import Executor, is_link
 
@@ -142,6 +144,14 @@ VIDEO_INPUT_NOTE = Note("Read me: the input", _md([
     "The speech comes from the video's own audio. To dub to other speech, add a **Load Audio** node and "
     "connect it to *Audio Encode* and *Save Video* instead.",
 ]), (340, 170))
+LONG_VIDEO_NOTE = Note("Read me: the input", _md([
+    "Put a talking-head video with one visible face in `ComfyUI/input/` (or upload it here). **Any frame rate** "
+    "works: it is converted to 25 fps on the way.",
+    "",
+    "The video is **streamed** from file to file, chunk by chunk, never held as an IMAGE batch (a minute of "
+    "1080p as an IMAGE batch would be 37 GB), so any length fits in memory. The speech is the video's own audio; "
+    "wire a **Load Audio** node to *audio* to dub it to other speech.",
+]), (340, 230))
 MASK_NOTE = Note("Why two mouth masks", _md([
     "Two mouth masks of the same shape: **256** is the grid the sampler's mask is built on (as the release), "
     "**512** matches the aligned faces for pasting back.",
@@ -190,6 +200,14 @@ LAYOUTS = [
                "13": (340, 120), "14": (340, 120), "15": (340, 230), "16": (340, 120), "17": (340, 230)}),
     _released("lipforcing_14b_api.json", "Lip Forcing 14B (released model)", MODEL_14B),
     _released("lipforcing_1_3b_api.json", "Lip Forcing 1.3B student", MODEL_1_3B),
+    Layout(
+        api="lipforcing_14b_video_api.json", name="Lip Forcing 14B long video (streamed)",
+        bands=[[Group("Models", [["1", "2", "3", "4", "5", _released_models(MODEL_14B)]])],
+               [Group("Inputs", [["6", LONG_VIDEO_NOTE]])],
+               [Group("Lip sync", [["7"]])],
+               [Group("Output", [["8", "9"]])]],
+        titles={"9": "Summary"},
+        sizes={"4": (430, 84), "6": (340, 320), "7": (380, 300), "8": (360, 480), "9": (360, 120)}),
     Layout(
         api="syncnet_score_api.json", name="SyncNet lip sync score",
         bands=[[Group("Models", [["3", SYNCNET_NOTE]])],
@@ -376,11 +394,51 @@ class PreviewImage(io.ComfyNode):
         return io.NodeOutput(ui={"images": [{"shape": list(images.shape)}]})
 
 
+class LoadVideo(io.ComfyNode):
+    """Stand-in for ComfyUI's core *Load Video* (comfy_extras/nodes_video.py): a VIDEO of an input-folder file
+    (the real combo also has an upload button, which the test double does not model)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        from lipforcing_pack.nodes.paths import input_files
+
+        return io.Schema(node_id="LoadVideo", display_name="Load Video", category="image/video",
+                         inputs=[io.Combo.Input("file", options=input_files("video"))], outputs=[io.Video.Output()])
+
+    @classmethod
+    def execute(cls, file: str) -> io.NodeOutput:
+        from comfy_api.latest import InputImpl
+
+        return io.NodeOutput(InputImpl.VideoFromFile(folder_paths.get_annotated_filepath(file)))
+
+
+class SaveVideo(io.ComfyNode):
+    """Stand-in for ComfyUI's core *Save Video* (comfy_extras/nodes_video.py): the same inputs; copies the
+    VIDEO's file (mp4, as its "auto" format and codec keep it) into the output folder."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="SaveVideo", display_name="Save Video", category="image/video",
+                         inputs=[io.Video.Input("video"), io.String.Input("filename_prefix", default="video/ComfyUI"),
+                                 io.Combo.Input("format", options=["auto", "mp4"], default="auto"),
+                                 io.Combo.Input("codec", options=["auto", "h264"], default="auto")],
+                         outputs=[], is_output_node=True)
+
+    @classmethod
+    def execute(cls, video, filename_prefix: str, format: str, codec: str) -> io.NodeOutput:
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory())
+        filename = f"{name}_{counter:05}_.mp4"
+        shutil.copyfile(video.get_stream_source(), Path(folder) / filename)
+        return io.NodeOutput(ui={"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}],
+                                 "animated": (True,)})
+
+
 def node_classes() -> list[type]:
-    """The pack's nodes and stand-ins of the core display nodes the shipped workflows use."""
+    """The pack's nodes and stand-ins of the core nodes the shipped workflows use."""
     import comfy_env
 
-    return [*comfy_env.node_classes(), PreviewAny, PreviewImage]
+    return [*comfy_env.node_classes(), PreviewAny, PreviewImage, LoadVideo, SaveVideo]
 
 
 def schemas_by_type() -> dict:

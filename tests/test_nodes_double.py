@@ -4,6 +4,8 @@
    parameters are a prefix of the real ones (same names, same defaults).
 2. Every node's ``/object_info`` description built through the double equals the one built by the
    real ``comfy_api``, so schema tests run in CI mean the same thing as in ComfyUI.
+3. The stand-ins of the core video nodes (``tests/comfy_workflows.py``) have the real nodes' sockets and
+   widgets, so the shipped workflows stay valid for ComfyUI.
 """
 
 from __future__ import annotations
@@ -111,3 +113,22 @@ def test_node_descriptions_match_the_real_comfy_api(real, base):
         ours[info["name"]] = json.loads(json.dumps(info, default=str))
     assert ours == real["nodes"]
     assert "mask.png" in ours["LipForcingMouthMask"]["input"]["required"]["mask_image"][1]["options"]
+
+
+def _sockets(info: dict) -> dict:
+    """What a workflow sees of a node: its socket and widget inputs (types, combo options, defaults) in
+    order, and its output types (no texts, no hidden inputs)."""
+    sections = ("required", "optional")
+    inputs = {section: {name: [spec[0], {k: v for k, v in spec[1].items() if k in ("options", "default")}]
+                        for name, spec in info["input"].get(section, {}).items()} for section in sections}
+    order = {section: info["input_order"].get(section, []) for section in sections}
+    return {"inputs": inputs, "order": order, "outputs": info["output"], "output_node": info["output_node"]}
+
+
+def test_core_video_stand_ins_match_the_real_nodes(real, base):
+    from comfy_workflows import LoadVideo, SaveVideo
+
+    comfy_env.use_base(base)
+    for cls in (LoadVideo, SaveVideo):
+        info = json.loads(json.dumps(cls.GET_NODE_INFO_V1(), default=str))
+        assert _sockets(info) == _sockets(real["core"][info["name"]]), info["name"]

@@ -178,13 +178,13 @@ def test_video_node_streams_file_to_file(lip_sync_models, base, golden_root, med
     driving = {"waveform": speech[None, :, : round(rate * seconds)], "sample_rate": rate}
     out = sampler.LipSyncVideo.execute(dit, vae, encoder, InputImpl.VideoFromFile(str(source)), 3, face.MEDIAPIPE,
                                        SIZE, audio=driving)
-    (result,) = out.args
+    result, text = out.args
     path = Path(result.get_stream_source())
     assert path.parent == base / "temp" and path.suffix == ".mp4"
     written = read_video(path)
     assert len(written.frames) == round(seconds * 25) and written.fps == pytest.approx(25.0)
     assert written.audio.shape[1] / written.sample_rate == pytest.approx(seconds, abs=0.05)
-    assert "ping-pong extended" in out.ui["text"][0]  # 0.5 s of video for 0.7 s of speech
+    assert "ping-pong extended" in text and out.ui["text"] == [text]  # 0.5 s of video for 0.7 s of speech
     with pytest.raises(LipForcingInputError, match="no audio stream"):
         silent = write_video(base / "silent.mp4", clip.frames, clip.fps)
         sampler.LipSyncVideo.execute(dit, vae, encoder, InputImpl.VideoFromFile(str(silent)), 3, face.MEDIAPIPE, SIZE)

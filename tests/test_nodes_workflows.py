@@ -93,13 +93,13 @@ def test_results_are_shown_by_stock_display_nodes(api_file):
     for node_id, node in api.items():
         if node["class_type"] == "LipForcingSyncNetScore":
             assert {((node_id, 4), "PreviewAny"), ((node_id, 3), "PreviewImage")} <= shown
-        if node["class_type"] == "LipForcingSampler":
+        if node["class_type"] in ("LipForcingSampler", "LipForcingLipSyncVideo"):
             assert ((node_id, 1), "PreviewAny") in shown
 
 
 FILE_INPUTS = {"model_name": "models/diffusion_models", "vae_name": "models/vae", "taew_name": "models/vae_approx",
                "audio_encoder_name": "models/audio_encoders", "embedding_name": "models/text_embeddings",
-               "syncnet_name": "models/syncnet", "video": "input"}
+               "syncnet_name": "models/syncnet", "video": "input", "file": "input"}
 
 
 @pytest.mark.parametrize("api_file", WORKFLOWS, ids=lambda p: p.name)
@@ -109,7 +109,7 @@ def test_workflow_validates_against_the_node_schemas(api_file, tmp_path):
     api = json.loads(api_file.read_text())
     for node in api.values():
         for name, value in node["inputs"].items():
-            if name in FILE_INPUTS and value != DEMO_LOGMEL:
+            if name in FILE_INPUTS and isinstance(value, str) and value != DEMO_LOGMEL:  # a file name, not a link
                 (base / FILE_INPUTS[name] / value).parent.mkdir(parents=True, exist_ok=True)
                 (base / FILE_INPUTS[name] / value).write_bytes(b"")
     assert Executor(node_classes()).validate(api).keys() == api.keys()
@@ -126,7 +126,7 @@ def test_every_model_file_is_downloadable_or_explained(api_file):
         if node["type"] == "MarkdownNote":
             continue
         files = {FILE_INPUTS[k].removeprefix("models/"): v for k, v in api[str(node["id"])]["inputs"].items()
-                 if k in FILE_INPUTS and k != "video"}
+                 if k in FILE_INPUTS and FILE_INPUTS[k] != "input"}
         listed = {m["name"]: m for m in node["properties"].get("models", [])}
         assert listed.keys() == {name for name in files.values() if name in DOWNLOADS}
         for entry in listed.values():
@@ -228,10 +228,9 @@ def _tiny_wav2vec2(folder: Path, golden_root: Path) -> None:
     save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
 
 
-@pytest.mark.parametrize("name", ["lipforcing_14b_api.json"])
-def test_released_workflow_runs_with_tiny_stand_ins(name, tmp_path, golden_root):
-    """The released-model workflow, each model file replaced by a tiny one of the same kind and name
-    (faces aligned at 64 instead of 512 to keep it fast on CPU)."""
+def _released_stand_ins(base: Path, golden_root: Path, fps: float = 25.0) -> np.ndarray:
+    """Each file the released-model workflows load replaced by a tiny one of the same kind and name, and
+    ``input/talking_head.mp4``: 12 real face frames at ``fps`` with speech. Returns the frames."""
     try:
         MediaPipeDetector()
     except ModelNotFoundError as err:
@@ -241,7 +240,6 @@ def test_released_workflow_runs_with_tiny_stand_ins(name, tmp_path, golden_root)
     from lipforcing_core.audio.io import load_audio
     from lipforcing_core.vae.taehv import TAEHV
 
-    base = comfy_env.use_base(tmp_path)
     models = base / "models"
     for folder in ("diffusion_models", "vae", "vae_approx", "text_embeddings"):
         (models / folder).mkdir(parents=True)
@@ -253,8 +251,16 @@ def test_released_workflow_runs_with_tiny_stand_ins(name, tmp_path, golden_root)
     save_file({"context": torch.randn(1, 512, 4096)}, str(models / "text_embeddings" / "a_person_talking.safetensors"))
     frames = load_file(str(golden_root / "face" / "inputs.safetensors"))["frames"].numpy()[[0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 1]]
     speech, rate = load_audio(golden_root / "audio" / "stereo_44100.wav")
-    write_video(base / "input" / "talking_head.mp4", frames, 25.0, speech[:, : rate * 12 // 25].numpy(), rate)
+    write_video(base / "input" / "talking_head.mp4", frames, fps, speech[:, : round(rate * 12 / fps)].numpy(), rate)
+    return frames
 
+
+@pytest.mark.parametrize("name", ["lipforcing_14b_api.json"])
+def test_released_workflow_runs_with_tiny_stand_ins(name, tmp_path, golden_root):
+    """The released-model workflow on tiny stand-ins of its files (faces aligned at 64 instead of 512 to
+    keep it fast on CPU)."""
+    base = comfy_env.use_base(tmp_path)
+    frames = _released_stand_ins(base, golden_root)
     workflow = json.loads((API_DIR / name).read_text())
     workflow["8"]["inputs"]["size"] = workflow["10"]["inputs"]["size"] = 64  # 64x64 faces keep CPU time low
     result = Executor(node_classes()).run(workflow)
@@ -264,3 +270,23 @@ def test_released_workflow_runs_with_tiny_stand_ins(name, tmp_path, golden_root)
     saved = result.ui["13"]["images"][0]
     written = read_video(base / "output" / saved["subfolder"] / saved["filename"])
     assert len(written.frames) == 9 and written.frames.shape[1:] == frames.shape[1:]
+
+
+def test_long_video_workflow_streams_with_tiny_stand_ins(tmp_path, golden_root):
+    """The streamed long-video workflow on tiny stand-ins of the released files and a 30 fps input: core
+    Load Video -> Lip Sync (video) -> core Save Video writes a 25 fps mp4 as long as the speech, with it
+    muxed in, and the summary reaches Preview as Text."""
+    base = comfy_env.use_base(tmp_path)
+    frames = _released_stand_ins(base, golden_root, fps=30.0)  # 0.4 s of video and speech
+    workflow = json.loads((API_DIR / "lipforcing_14b_video_api.json").read_text())
+    workflow["7"]["inputs"]["face_size"] = 64  # 64x64 faces keep CPU time low
+    result = Executor(node_classes()).run(workflow)
+    assert [p[1:3] for p in result.progress if p[0] == "7"] == [(1, 2), (2, 2)]  # a progress step per chunk
+    summary = result.outputs["7"][1]
+    assert summary.startswith("10 frames for 0.4") and "face in 10 frames" in summary  # 0.4 s at 25 fps
+    assert result.ui["9"]["text"][0] == summary
+    saved = result.ui["8"]["images"][0]
+    written = read_video(base / "output" / saved["subfolder"] / saved["filename"])
+    assert saved["filename"].endswith(".mp4") and written.fps == pytest.approx(25.0)
+    assert len(written.frames) == 10 and written.frames.shape[1:] == frames.shape[1:]
+    assert written.audio.shape[1] / written.sample_rate == pytest.approx(0.4, abs=0.05)

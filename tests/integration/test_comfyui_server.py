@@ -6,7 +6,8 @@ HTTP to it: ``GET /object_info`` must list every node of ``tests/node_list.json`
 with ComfyUI's own (LoadImage, LoadAudio, SaveImage, PreviewAny) on the golden tiny models is queued
 with ``POST /prompt`` and polled in ``/history`` until it finishes; a bad input must come back as a
 node error a user can read. The shipped demo workflow runs on the files bundled in this repo alone
-(``lipforcing_core/demo/weights``, registered as extra model paths), with nothing in ``models/``.
+(``lipforcing_core/demo/weights``, registered as extra model paths), with nothing in ``models/``; so
+does the long-video one (ComfyUI's Load Video and Save Video around Lip Sync (video)) with the demo loaders.
 
     COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python python -m pytest tests/integration
 """
@@ -158,3 +159,27 @@ def test_shipped_demo_workflow_runs_with_nothing_installed(server):
         assert entry["outputs"][node]["text"][0].startswith("LSE-C")
         assert entry["outputs"][shown]["text"] == entry["outputs"][node]["text"]
         assert entry["outputs"][plot]["images"][0]["filename"].endswith(".png")
+
+
+def test_shipped_long_video_workflow_runs_with_core_video_nodes(server):
+    """The long-video template through ComfyUI's own Load Video and Save Video, with the demo workflow's
+    loaders (the bundled files) instead of the released ones: 64-pixel faces, no text embedding, no tiny
+    decoder."""
+    from lipforcing_core.demo.constants import STUDENT_FILE
+    from lipforcing_core.video import read_video
+
+    if not STUDENT_FILE.is_file():
+        pytest.skip(f"the demo student is not bundled in this checkout ({STUDENT_FILE} is missing)")
+    workflow = json.loads((REPO / "api_workflows" / "lipforcing_14b_video_api.json").read_text())
+    demo = {n["class_type"]: n for n in json.loads((REPO / "api_workflows" / "lipforcing_demo_api.json").read_text()).values()}
+    for node_id in ("1", "2", "4"):
+        workflow[node_id] = demo[workflow[node_id]["class_type"]]
+    for node_id, name in (("3", "taew"), ("5", "text")):  # the released tiny decoder and text embedding
+        del workflow[node_id], workflow["7"]["inputs"][name]
+    workflow["7"]["inputs"]["face_size"] = 64
+    entry = _run(server, workflow)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    video = entry["outputs"]["8"]["images"][0]
+    clip = read_video(server.base / "output" / video["subfolder"] / video["filename"])
+    assert len(clip.frames) == 12 and clip.fps == pytest.approx(25.0) and clip.audio is not None  # 0.48 s of speech
+    assert entry["outputs"]["9"]["text"][0].startswith("12 frames for 0.")  # the node's summary, Preview as Text
