@@ -93,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="denoising times ending in 0 (default: the released 0.999 0.769 0)")
     parser.add_argument("--full-attention", action="store_true", help="attend to the whole past (memory grows)")
     parser.add_argument("--attention", choices=BACKENDS, default="auto",
-                        help="attention kernel (auto: flash-attn / xformers for 16-bit CUDA when installed, else SDPA)")
+                        help="attention kernel (auto: FlashAttention-3, flash-attn 2 or xformers for 16-bit CUDA when installed, "
+                             "else SDPA with its cuDNN kernel first)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="DiT, VAE and TAEHV dtype (default bf16 on CUDA, fp32 on CPU)")
