@@ -33,12 +33,11 @@ import numpy as np
 import torch
 
 from .audio import encode_audio, resample
+from .config import FPS
 from .face.align import RESOLUTION, FaceTracker, first_face
 from .face.mask import MASK_GRID, load_mouth_mask
 from .face.paste import face_tensor, paste_face_into
 from .pipeline import (
-    FPS,
-    TIME_FACTOR,
     LipSyncPipeline,
     SourceFrames,
     StageTimer,
@@ -46,7 +45,16 @@ from .pipeline import (
     frames_to_uint8,
     pingpong_indices,
 )
-from .video import MediaSource, VideoError, probe_video, read_audio, source_name, stream_frames, write_video
+from .vae.wan_vae import TIME_FACTOR
+from .video import (
+    MediaSource,
+    VideoError,
+    probe_video,
+    read_audio,
+    source_name,
+    stream_frames,
+    write_video,
+)
 
 STAGES = ("decode", "face", "generate", "paste", "encode")  # the per-frame costs a job reports
 TRACK_RATE = 48000  # the lowest sample rate of the output's audio track

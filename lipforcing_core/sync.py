@@ -64,16 +64,20 @@ def demo_model(seed: int = 42, student: str | Path | None = None) -> LipSyncMode
     return LipSyncModel.for_faces(models.pipeline(), models.features, DEMO_SIZE, seed=seed)
 
 
-def release_model(args: argparse.Namespace, face_size: int) -> LipSyncModel:
-    """The released student from ``--dit/--vae/--wav2vec`` (and ``--taew``, ``--mask``, ``--text``)."""
-    device = torch.device(args.device)
+def release_model(dit: str | Path, vae: str | Path, wav2vec: str | Path, face_size: int, *,
+                  taew: str | Path | None = None, device: str | torch.device = "cpu", dtype: str | None = None,
+                  t_list=STUDENT_T_LIST, full_attention: bool = False, mask: str | Path | None = None,
+                  text: str | Path | None = None, seed: int = 42) -> LipSyncModel:
+    """The released student from its files (the ``--dit/--vae/--wav2vec/--taew`` of ``sync``); the DiT,
+    VAE and TAEHV in ``dtype`` (bf16/fp16/fp32; default bf16 on CUDA, fp32 on CPU)."""
+    device = torch.device(device)
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    dtype = dtypes[args.dtype] if args.dtype else (torch.float32 if device.type == "cpu" else torch.bfloat16)
-    pipe = LipSyncPipeline(load_dit(args.dit, dtype=dtype, device=device), load_wan_vae(args.vae, dtype=dtype, device=device),
-                           load_taehv(args.taew, dtype=dtype, device=device) if args.taew else None, t_list=args.t_list,
-                           spec=STREAM_FULL if args.full_attention else STREAM_WINDOW)
-    return LipSyncModel.for_faces(pipe, load_wav2vec2(args.wav2vec, device=device), face_size, args.mask,
-                                  text=load_text(args.text), seed=args.seed)
+    dtype = dtypes[dtype] if dtype else (torch.float32 if device.type == "cpu" else torch.bfloat16)
+    pipe = LipSyncPipeline(load_dit(dit, dtype=dtype, device=device), load_wan_vae(vae, dtype=dtype, device=device),
+                           load_taehv(taew, dtype=dtype, device=device) if taew else None, t_list=t_list,
+                           spec=STREAM_FULL if full_attention else STREAM_WINDOW)
+    return LipSyncModel.for_faces(pipe, load_wav2vec2(wav2vec, device=device), face_size, mask,
+                                  text=load_text(text), seed=seed)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,7 +152,9 @@ def _run(args: argparse.Namespace) -> int:
             job = open_job(args.video, args.audio, face_size=face_size)
     except ValueError as err:
         raise InputError(str(err)) from err
-    model = demo_model(args.seed) if args.demo else release_model(args, face_size)
+    model = demo_model(args.seed) if args.demo else release_model(
+        args.dit, args.vae, args.wav2vec, face_size, taew=args.taew, device=args.device, dtype=args.dtype,
+        t_list=args.t_list, full_attention=args.full_attention, mask=args.mask, text=args.text, seed=args.seed)
     info = job.run(model, args.output, overwrite=args.overwrite, on_chunk=progress_line)
     print(summary(info, "demo" if args.demo else "Lip Forcing"))
     return 0

@@ -27,11 +27,9 @@ from pathlib import Path
 import torch
 
 from ..audio.wav2vec2 import AudioEncoder, Wav2Vec2Config, build_model
-from ..pipeline import LipSyncPipeline
 from ..errors import InputError
+from ..pipeline import LipSyncPipeline
 from ..stream_job import LipSyncModel
-from ..vae.taehv import TAEHV
-from ..vae.wan_vae import WanVAE, WanVAEConfig
 from .memory import peak_rss_mb, reset_peak_rss, rounded
 
 
@@ -51,31 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def random_model(preset: str, device: torch.device, face_size: int, vae_dim: int, decoder: str) -> LipSyncModel:
     """A preset-sized student with seeded random weights and random-weight VAE and wav2vec2."""
-    from .bench import random_dit
+    from .bench import bench_models
 
-    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    torch.manual_seed(0)
-    vae = WanVAE(WanVAEConfig(dim=vae_dim)).eval().requires_grad_(False).to(device, dtype)
-    dec = TAEHV().eval().requires_grad_(False).to(device, dtype) if decoder == "taehv" else None
     config = Wav2Vec2Config()
     encoder = AudioEncoder(build_model(config), config).eval().requires_grad_(False).to(device)
-    pipe = LipSyncPipeline(random_dit(preset, device, dtype), vae, dec)
-    return LipSyncModel.for_faces(pipe, encoder, face_size)
+    return LipSyncModel.for_faces(LipSyncPipeline(*bench_models(preset, device, vae_dim, decoder)), encoder, face_size)
 
 
-def released_model(args: argparse.Namespace, device: torch.device, face_size: int) -> LipSyncModel:
-    from ..audio import load_wav2vec2
-    from ..checkpoints import load_dit
-    from ..vae import load_taehv, load_wan_vae
-
-    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    pipe = LipSyncPipeline(load_dit(args.dit, dtype=dtype, device=device), load_wan_vae(args.vae, device=device),
-                           load_taehv(args.taew, device=device) if args.taew else None)
-    return LipSyncModel.for_faces(pipe, load_wav2vec2(args.wav2vec, device=device), face_size)
 
 
 def e2e(args: argparse.Namespace) -> dict:
-    from ..sync import DEMO_SIZE, demo_model, open_job
+    from ..sync import DEMO_SIZE, demo_model, open_job, release_model
 
     if args.video is None:
         raise InputError("bench --e2e needs --video (and optionally --audio)")
@@ -87,7 +71,8 @@ def e2e(args: argparse.Namespace) -> dict:
     if args.demo:
         model, name = demo_model(), "demo"
     elif args.dit:
-        model, name = released_model(args, device, face_size), f"released ({Path(args.dit).name})"
+        model = release_model(args.dit, args.vae, args.wav2vec, face_size, taew=args.taew, device=device)
+        name = f"released ({Path(args.dit).name})"
     else:
         defaults = {"vae_dim": 4, "decoder": "wan"} if device.type == "cpu" else {"vae_dim": 96, "decoder": "taehv"}
         model = random_model(args.preset, device, face_size, args.vae_dim or defaults["vae_dim"],
